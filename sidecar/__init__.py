@@ -1,0 +1,1 @@
+"""Conveyor's bridges: RabbitMQ and Snowplow events into Kafka, exactly once."""

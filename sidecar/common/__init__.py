@@ -1,0 +1,1 @@
+"""Pieces both bridges share: the envelope, the transactional producer, ops endpoints."""
