@@ -1,0 +1,149 @@
+package io.conveyor.transforms;
+
+import static io.conveyor.transforms.TestSupport.assertValidateAccepts;
+import static io.conveyor.transforms.TestSupport.assertValidateRejects;
+import static io.conveyor.transforms.TestSupport.schemaless;
+import static io.conveyor.transforms.TestSupport.value;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import java.util.Map;
+
+import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.connect.data.Schema;
+import org.apache.kafka.connect.data.SchemaBuilder;
+import org.apache.kafka.connect.data.Struct;
+import org.apache.kafka.connect.errors.DataException;
+import org.apache.kafka.connect.header.ConnectHeaders;
+import org.apache.kafka.connect.sink.SinkRecord;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+class RouteByFieldTest {
+
+    private static final Schema META = SchemaBuilder.struct().field("type", Schema.OPTIONAL_STRING_SCHEMA).build();
+    private static final Schema EVENT = SchemaBuilder.struct()
+            .field("event_type", Schema.OPTIONAL_STRING_SCHEMA).field("meta", META).build();
+
+    private final RouteByField<SinkRecord> xform = new RouteByField.Value<>();
+
+    @AfterEach
+    void tearDown() {
+        xform.close();
+    }
+
+    private static Struct event(String type, String metaType) {
+        return new Struct(EVENT).put("event_type", type).put("meta", new Struct(META).put("type", metaType));
+    }
+
+    // ---- sanitising ----
+
+    @Test
+    void sanitiseMakesSafeTableNames() {
+        assertEquals("events_order_placed", RouteByField.sanitize("events_Order.Placed"));
+        assertEquals("a_b", RouteByField.sanitize("a--__--b"));
+        assertEquals("t_3d_secure", RouteByField.sanitize("3D Secure"));
+        String longName = RouteByField.sanitize("x".repeat(100));
+        assertEquals(63, longName.length());
+        assertEquals(63, RouteByField.sanitize("9" + "x".repeat(100)).length());
+    }
+
+    // ---- schemaless ----
+
+    @Test
+    void schemalessRoutesByNestedField() {
+        xform.configure(Map.of("field", "meta.type", "topic.format", "events_${value}"));
+        SinkRecord in = schemaless(Map.of("meta", Map.of("type", "Order.Placed")));
+        SinkRecord out = xform.apply(in);
+        assertEquals("events_order_placed", out.topic());
+        assertSame(in.value(), out.value());
+        assertEquals(in.kafkaOffset(), out.kafkaOffset());
+    }
+
+    @Test
+    void templateCanUseOriginalTopic() {
+        xform.configure(Map.of("field", "n", "topic.format", "${topic}_${value}"));
+        assertEquals("events_raw_7", xform.apply(schemaless(Map.of("n", 7))).topic());
+    }
+
+    @Test
+    void schemalessTombstoneUsesFallbackOrFails() {
+        xform.configure(Map.of("field", "event_type"));
+        DataException e = assertThrows(DataException.class, () -> xform.apply(schemaless(null)));
+        assertTrue(e.getMessage().contains("fallback.topic"), e.getMessage());
+
+        xform.configure(Map.of("field", "event_type", "fallback.topic", "Unrouted-Events"));
+        assertEquals("unrouted_events", xform.apply(schemaless(null)).topic());
+        assertEquals("unrouted_events", xform.apply(schemaless(Map.of("other", 1))).topic());
+        assertEquals("unrouted_events", xform.apply(schemaless(Map.of("event_type", ""))).topic());
+    }
+
+    @Test
+    void schemalessWrongTypesFail() {
+        xform.configure(Map.of("field", "event_type", "fallback.topic", "unrouted"));
+        assertThrows(DataException.class, () -> xform.apply(schemaless("plain string")));
+        DataException e = assertThrows(DataException.class,
+                () -> xform.apply(schemaless(Map.of("event_type", List.of("a")))));
+        assertTrue(e.getMessage().contains("event_type"), e.getMessage());
+    }
+
+    // ---- with schema ----
+
+    @Test
+    void structRoutesByNestedField() {
+        xform.configure(Map.of("field", "meta.type", "topic.format", "events_${value}"));
+        SinkRecord out = xform.apply(value(EVENT, event("x", "delivery.Completed")));
+        assertEquals("events_delivery_completed", out.topic());
+        assertSame(EVENT, out.valueSchema());
+    }
+
+    @Test
+    void structMissingValueUsesFallback() {
+        xform.configure(Map.of("field", "event_type", "fallback.topic", "unrouted"));
+        assertEquals("unrouted", xform.apply(value(EVENT, event(null, null))).topic());
+        assertEquals("unrouted", xform.apply(value(EVENT, null)).topic());
+    }
+
+    @Test
+    void structWrongTypeFails() {
+        xform.configure(Map.of("field", "meta"));
+        assertThrows(DataException.class, () -> xform.apply(value(EVENT, event("a", "b"))));
+        xform.configure(Map.of("field", "meta.type.deeper"));
+        assertThrows(DataException.class, () -> xform.apply(value(EVENT, event("a", "b"))));
+    }
+
+    // ---- header and key ----
+
+    @Test
+    void routesByHeaderAndKey() {
+        xform.configure(Map.of("header", "event-type", "topic.format", "events_${value}"));
+        ConnectHeaders headers = new ConnectHeaders();
+        headers.addBytes("event-type", "Robot.Moved".getBytes(StandardCharsets.UTF_8));
+        SinkRecord withHeader = new SinkRecord("t", 0, null, null, null, null, 1L, null, null, headers);
+        assertEquals("events_robot_moved", xform.apply(withHeader).topic());
+
+        RouteByField<SinkRecord> byKey = new RouteByField.Key<>();
+        byKey.configure(Map.of("field", "tenant"));
+        SinkRecord keyed = new SinkRecord("t", 0, null, Map.of("tenant", "Acme"), null, null, 1L);
+        assertEquals("acme", byKey.apply(keyed).topic());
+        byKey.close();
+    }
+
+    // ---- config ----
+
+    @Test
+    void badConfigsAreRejected() {
+        assertThrows(ConfigException.class, () -> xform.configure(Map.of()));
+        assertThrows(ConfigException.class, () -> xform.configure(Map.of("field", "a", "header", "h")));
+        assertThrows(ConfigException.class, () -> xform.configure(Map.of("field", "a..b")));
+        assertThrows(ConfigException.class, () -> xform.configure(Map.of("field", "a", "topic.format", "fixed")));
+
+        assertValidateRejects(xform.config(), Map.of("field", "a..b"), "field");
+        assertValidateRejects(xform.config(), Map.of("field", "a", "topic.format", "fixed"), "topic.format");
+        assertValidateAccepts(xform.config(), Map.of("field", "a.b", "topic.format", "events_${value}"));
+    }
+}
