@@ -1,0 +1,251 @@
+"""The dedup ledger: which event_ids are already committed in Kafka, shared by all instances.
+
+A bridge that commits a transaction and then dies before acking its input (RabbitMQ ack,
+HTTP 200) gets the same events again. To make that redelivery a no-op, every transaction
+also writes one small record per event_id to a ledger topic (key = event_id), and before
+deciding about a batch the bridge reads the ledger (read_committed) up to its end.
+
+Usage (inside the loop that owns the transactional producer)::
+
+    ledger = DedupLedger(client_config, "conveyor.ledger.rabbitmq.orders",
+                         group_id="conveyor-ledger-orders-host1", source="rabbitmq:orders")
+    ledger.ensure_topic()
+    ledger.start()                                      # loads the window, reads to the end
+    already = ledger.seen(ids, sync=any_redelivered)    # -> set of committed ids
+    records = routed + ledger.record(fresh_ids)         # same transaction
+    producer.commit(records)
+    ledger.remember(fresh_ids)                          # visible at once to this instance
+
+**Reading to the end** (``sync``): we take the partitions' *uncommitted* end offsets (high
+watermarks) first, then consume read_committed until the committed end has passed them. Any
+transaction that had written a ledger record before the sync began is thereby decided
+(committed: we see its ids; aborted: it never happened), including one still open in another
+instance. This is one ListOffsets round trip plus the fetch of what is new.
+
+**The window**: the ledger remembers the last ``window_events`` ids it has seen (all
+instances together, in ledger order) that are at most ``max_age_s`` old. On start it reads
+back the last ``window_events`` records of each partition, so time spent down does not eat
+the window: a redelivery is recognised as long as fewer than ``window_events`` events of the
+stream were committed between the original commit and the redelivery, and no more than
+``max_age_s`` passed. Past the window, a redelivered event is produced again (the only way
+to get a duplicate), and sinks that upsert by event_id still absorb it. Memory is roughly
+``window_events`` x 150 bytes.
+
+The topic is created ``cleanup.policy=compact,delete`` with ``retention.ms`` = the age limit:
+ids are unique, so compaction alone would keep every one forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from .envelope import now_ms
+from .errors import BridgeError
+from .kafka import OutRecord
+
+log = logging.getLogger(__name__)
+
+CONSUME_BATCH = 5000
+POLL_TIMEOUT_S = 0.05
+METADATA_TIMEOUT_S = 10.0
+
+
+class LedgerUnavailable(BridgeError):
+    """The ledger could not be read to its end in time; decide nothing, retry later."""
+
+
+class RecentIds:
+    """The window: insertion-ordered ids, bounded by count and age (pure, no I/O)."""
+
+    def __init__(self, max_ids: int, max_age_ms: int | None = None) -> None:
+        self.max_ids = max_ids
+        self.max_age_ms = max_age_ms
+        self._ids: OrderedDict[str, int] = OrderedDict()
+
+    def add(self, event_id: str, at_ms: int) -> None:
+        if event_id not in self._ids:
+            self._ids[event_id] = at_ms
+            if len(self._ids) > self.max_ids:
+                self._ids.popitem(last=False)
+
+    def evict_older_than(self, cutoff_ms: int) -> int:
+        n = 0
+        while self._ids:
+            oldest = next(iter(self._ids.values()))
+            if oldest >= cutoff_ms:
+                break
+            self._ids.popitem(last=False)
+            n += 1
+        return n
+
+    def expire(self, now: int) -> int:
+        return 0 if self.max_age_ms is None else self.evict_older_than(now - self.max_age_ms)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def seen(self, event_ids: Iterable[str]) -> set[str]:
+        return {e for e in event_ids if e in self._ids}
+
+
+class DedupLedger:
+    """A compacted topic of committed event_ids plus the in-memory window over it.
+
+    Not thread-safe: use it from the thread that runs the transactions.
+    """
+
+    def __init__(self, client_config: Mapping[str, Any], topic: str, *, group_id: str,
+                 source: str = "", window_events: int = 500_000,
+                 max_age_s: int = 7 * 24 * 3600) -> None:
+        self.topic = topic
+        self._client_config = dict(client_config)
+        self._source = source.encode()
+        self._max_age_ms = max_age_s * 1000
+        self.window = RecentIds(window_events, self._max_age_ms)
+        common = {**self._client_config, "group.id": group_id, "enable.auto.commit": False,
+                  "enable.auto.offset.store": False}
+        self._consumer = Consumer({**common, "isolation.level": "read_committed",
+                                   "enable.partition.eof": True,
+                                   "fetch.wait.max.ms": 50})
+        # Only asked for uncommitted high watermarks (see ``sync``); never consumes.
+        self._probe = Consumer({**common, "isolation.level": "read_uncommitted"})
+        self._partitions: list[int] = []
+        self._eof: dict[int, int] = {}
+        self._next: dict[int, int] = {}
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def ensure_topic(self, partitions: int = 1, replication_factor: int = -1,
+                     timeout: float = 30.0) -> None:
+        """Create the ledger topic if it does not exist (idempotent)."""
+        admin = AdminClient(self._client_config)
+        topic = NewTopic(self.topic, num_partitions=partitions,
+                         replication_factor=replication_factor,
+                         config={"cleanup.policy": "compact,delete",
+                                 "retention.ms": str(self._max_age_ms)})
+        future = admin.create_topics([topic], request_timeout=timeout)[self.topic]
+        try:
+            future.result(timeout)
+            log.info("ledger.topic_created", extra={"topic": self.topic})
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: "
+                                        f"{exc.args[0].str()}") from exc
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Assign every partition at ``end - window_events`` and read to the end."""
+        try:
+            meta = self._consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise LedgerUnavailable(f"ledger metadata: {exc}") from exc
+        tmeta = meta.topics.get(self.topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            raise LedgerUnavailable(f"ledger topic {self.topic} does not exist")
+        self._partitions = sorted(tmeta.partitions)
+        assignment = []
+        for p, high in self._high_watermarks(timeout).items():
+            start = max(high - self.window.max_ids, 0) if high > 0 else OFFSET_BEGINNING
+            assignment.append(TopicPartition(self.topic, p, start))
+        self._consumer.assign(assignment)
+        started = time.monotonic()
+        self.sync(timeout)
+        log.info("ledger.loaded", extra={"topic": self.topic, "ids": len(self.window),
+                                         "seconds": round(time.monotonic() - started, 2)})
+
+    # -- the API ------------------------------------------------------------------------
+
+    def seen(self, event_ids: Iterable[str], *, sync: bool = True,
+             timeout: float = 30.0) -> set[str]:
+        """The subset of ``event_ids`` already committed. With ``sync``, first read the
+        ledger to its end (needed whenever a redelivery is possible); without, use what is
+        already fetched (enough to catch duplicates published twice in a short time)."""
+        if sync:
+            self.sync(timeout)
+        else:
+            self.poll()
+        return self.window.seen(event_ids)
+
+    def record(self, event_ids: Iterable[str]) -> list[OutRecord]:
+        """Ledger records for ``event_ids``, to produce in the same transaction."""
+        return [OutRecord(self.topic, self._source or b"1", e.encode()) for e in event_ids]
+
+    def remember(self, event_ids: Iterable[str]) -> None:
+        """Call after the transaction committed; saves waiting for our own records."""
+        at = now_ms()
+        for e in event_ids:
+            self.window.add(e, at)
+
+    def poll(self) -> None:
+        """Take in whatever the consumer has fetched, without waiting."""
+        while True:
+            msgs = self._consumer.consume(CONSUME_BATCH, timeout=0)
+            if not msgs:
+                break
+            self._take(msgs)
+        self.window.expire(now_ms())
+
+    def sync(self, timeout: float = 30.0) -> None:
+        """Read to the committed end as of now (see the module docstring)."""
+        deadline = time.monotonic() + timeout
+        targets = self._high_watermarks(timeout)
+        pending = {p for p, high in targets.items() if self._reached(p) < high}
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LedgerUnavailable(
+                    f"ledger {self.topic} not read to its end within {timeout:.0f}s "
+                    f"(partitions {sorted(pending)})")
+            self._take(self._consumer.consume(CONSUME_BATCH, timeout=min(left, POLL_TIMEOUT_S)))
+            pending = {p for p in pending if self._reached(p) < targets[p]}
+        self.poll()
+
+    def close(self) -> None:
+        for c in (self._consumer, self._probe):
+            with contextlib.suppress(KafkaException, RuntimeError):
+                c.close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _reached(self, p: int) -> int:
+        # A transaction's commit marker takes an offset but is never handed to us, so the
+        # position after the last id can sit one short of the end; the EOF event does not.
+        return max(self._eof.get(p, -1), self._next.get(p, -1))
+
+    def _take(self, msgs: list[Any]) -> None:
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._eof[m.partition()] = max(self._eof.get(m.partition(), -1), m.offset())
+                    continue
+                if err.fatal():
+                    raise LedgerUnavailable(f"ledger consumer: {err.str()}")
+                log.warning("ledger.consume_error", extra={"error": err.name()})
+                continue
+            key = m.key()
+            if key is not None:
+                _, ts = m.timestamp()
+                self.window.add(key.decode("utf-8", "replace"), ts if ts > 0 else now_ms())
+            self._next[m.partition()] = m.offset() + 1
+
+    def _high_watermarks(self, timeout: float) -> dict[int, int]:
+        out = {}
+        for p in self._partitions or [0]:
+            try:
+                _, high = self._probe.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                            timeout=timeout, cached=False)
+            except KafkaException as exc:
+                raise LedgerUnavailable(f"ledger end offsets: {exc.args[0].str()}") from exc
+            out[p] = high
+        return out

@@ -1,0 +1,338 @@
+"""Typed settings for the RabbitMQ bridge: a YAML file, overridden by the environment.
+
+Precedence, highest first: environment variables (``CONVEYOR_RMQ__<SECTION>__<KEY>``, e.g.
+``CONVEYOR_RMQ__BATCH__MAX_MESSAGES=200``), then the file, then the defaults here.
+
+Secrets are read from the environment only and a file that contains one is rejected, so a
+config file can be committed, mounted from a ConfigMap and printed without leaking anything:
+
+- ``CONVEYOR_RABBITMQ_URL``: full AMQP URL with credentials (replaces ``rabbitmq.url``);
+- ``CONVEYOR_RABBITMQ_USER`` / ``CONVEYOR_RABBITMQ_PASSWORD``: credentials for ``rabbitmq.url``;
+- ``CONVEYOR_KAFKA_SASL_USERNAME`` / ``CONVEYOR_KAFKA_SASL_PASSWORD``,
+  ``CONVEYOR_KAFKA_SSL_KEY_PASSWORD``;
+- ``CONVEYOR_SCHEMA_REGISTRY_USER_INFO`` (``user:password`` for basic auth).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sidecar.common.errors import ConfigError
+
+Format = Literal["json", "avro"]
+
+# librdkafka keys whose values are secrets: refused in the file, accepted from the environment.
+SECRET_KAFKA_KEYS = frozenset({"sasl.password", "ssl.key.password", "ssl.keystore.password",
+                               "sasl.oauthbearer.client.secret", "ssl.key.pem"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExchangeDecl(_Model):
+    name: str
+    type: Literal["direct", "topic", "fanout", "headers"] = "topic"
+    durable: bool = True
+
+
+class QueueDecl(_Model):
+    name: str
+    durable: bool = True
+    # e.g. {"x-queue-type": "quorum"} or a dead-letter exchange for RabbitMQ's own DLX.
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class BindingDecl(_Model):
+    exchange: str
+    queue: str
+    routing_key: str = "#"
+
+
+class Topology(_Model):
+    """Declared (idempotently, durable) before consuming, when ``declare`` is true."""
+
+    declare: bool = False
+    exchanges: list[ExchangeDecl] = Field(default_factory=list)
+    queues: list[QueueDecl] = Field(default_factory=list)
+    bindings: list[BindingDecl] = Field(default_factory=list)
+
+
+class RabbitMQSettings(_Model):
+    url: str = "amqp://localhost:5672/%2F"
+    queues: list[str] = Field(min_length=1)
+    # Deliveries RabbitMQ may push before we ack. Must hold at least one batch, and ideally
+    # two, so the next batch fills while the previous one commits.
+    prefetch: int = Field(default=2000, ge=1, le=65535)
+    heartbeat_s: int = Field(default=30, ge=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    topology: Topology = Field(default_factory=Topology)
+
+    @model_validator(mode="after")
+    def _no_password_in_url(self) -> RabbitMQSettings:
+        if urlsplit(self.url).password:
+            raise ValueError("rabbitmq.url must not contain a password; set "
+                             "CONVEYOR_RABBITMQ_PASSWORD (or CONVEYOR_RABBITMQ_URL) instead")
+        return self
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: str = "localhost:9092"
+    # Passed to every client as-is: security.protocol, sasl.mechanism, ssl.ca.location, ...
+    client: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Extra keys for the transactional producer only (linger.ms, compression.type, ...).
+    producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> KafkaSettings:
+        leaked = SECRET_KAFKA_KEYS & (set(self.client) | set(self.producer))
+        if leaked:
+            raise ValueError(f"{sorted(leaked)} must come from the environment "
+                             "(CONVEYOR_KAFKA_SASL_PASSWORD, CONVEYOR_KAFKA_SSL_KEY_PASSWORD)")
+        return self
+
+
+class SchemaRegistrySettings(_Model):
+    url: str = "http://localhost:8081/apis/ccompat/v7"
+
+
+class BatchSettings(_Model):
+    """A batch is one Kafka transaction; it closes at whichever limit comes first."""
+
+    max_messages: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_wait_ms: int = Field(default=200, ge=1)
+
+
+class LedgerSettings(_Model):
+    # Shared by every instance of the same stream; "{stream}" is replaced.
+    topic: str = "conveyor.ledger.rabbitmq.{stream}"
+    # The window: the last N committed event_ids (and at most max_age_s old) are remembered.
+    window_events: int = Field(default=1_000_000, ge=1000)
+    max_age_s: int = Field(default=7 * 24 * 3600, ge=60)
+    create_topic: bool = True
+    partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=-1)
+    # How long a batch may wait for the ledger to be read to its committed end.
+    sync_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class DeadLetterSettings(_Model):
+    topic: str = "conveyor.dlq.rabbitmq.{stream}"
+    # A dead-letter record larger than this keeps only the first bytes of the body (marked
+    # with headers); size it, and the topic's max.message.bytes, above your largest message.
+    max_record_bytes: int = Field(default=1_000_000, ge=1024)
+
+
+class Route(_Model):
+    """One routing rule. All given conditions must match; the first matching rule wins.
+
+    Patterns use AMQP topic-binding syntax on dot-separated words (``*`` = one word,
+    ``#`` = zero or more words), or a regular expression when prefixed with ``re:``.
+    Templates (``topic``, ``event_type``) may use {routing_key}, {rk[0]} (a word of it),
+    {exchange}, {queue}, {type}, {app_id}, {headers[NAME]}, {stream}.
+    """
+
+    name: str | None = None
+    routing_key: str | None = None
+    exchange: str | None = None
+    type: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    queue: str | None = None
+
+    topic: str
+    event_type: str | None = None
+    format: Format = "json"
+    # Payload schema file (.avsc for avro, .json JSON Schema for json), relative to the
+    # config file's directory. Required for avro; optional for json (no validation then).
+    schema_file: str | None = Field(default=None, alias="schema")
+    # Where the Kafka record key comes from: "event_id", "routing_key", "none",
+    # "header:NAME" or "payload:dotted.path". Records with the same key keep their order.
+    key: str = "event_id"
+    # Event time: "property:timestamp", "header:NAME", "payload:dotted.path" or "none".
+    occurred_at: str = "property:timestamp"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Route:
+        if self.format == "avro" and not self.schema_file:
+            raise ValueError(f"route {self.label}: format avro needs a schema file")
+        _check_source(self.key, {"event_id", "routing_key", "none"}, f"route {self.label}: key")
+        _check_source(self.occurred_at, {"property:timestamp", "none"},
+                      f"route {self.label}: occurred_at")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.topic
+
+
+def _check_source(value: str, plain: set[str], what: str) -> None:
+    if value in plain:
+        return
+    kind, _, arg = value.partition(":")
+    if kind not in ("header", "payload") or not arg:
+        raise ValueError(f"{what} must be one of {sorted(plain)}, header:NAME or "
+                         f"payload:dotted.path, not {value!r}")
+
+
+class EventIdSettings(_Model):
+    # Used when a message has no AMQP message_id, e.g. "id" or "meta.event_id".
+    payload_field: str | None = None
+
+
+class OpsSettings(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=9000, ge=0, le=65535)
+
+
+class BridgeSettings(BaseSettings):
+    """Everything the bridge needs, validated before anything connects."""
+
+    # Names the event stream: instances draining the same queues share one stream name and
+    # so one dedup ledger; transactional ids are derived from it (see ``transactional_id``).
+    stream: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    # Stable per instance (not per process): a restart must reuse it to fence its zombie.
+    instance_id: str | None = None
+    source: str | None = None
+    rabbitmq: RabbitMQSettings
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    event_id: EventIdSettings = Field(default_factory=EventIdSettings)
+    routes: list[Route] = Field(default_factory=list)
+    # Used when no route matches; without it such messages are dead-lettered as "no_route".
+    default_route: Route | None = None
+    # Bodies larger than this are dead-lettered as "oversize" before decoding.
+    max_message_bytes: int = Field(default=900_000, ge=1)
+    # Routed records (envelope + key + headers) larger than this are dead-lettered as
+    # "oversize"; keep it at or below the topics' max.message.bytes.
+    max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+    # Where relative schema paths are resolved: the config file's directory.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_RMQ__", env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # environment beats the file
+
+    @model_validator(mode="after")
+    def _check(self) -> BridgeSettings:
+        if self.batch.max_messages > self.rabbitmq.prefetch:
+            raise ValueError(f"batch.max_messages ({self.batch.max_messages}) exceeds "
+                             f"rabbitmq.prefetch ({self.rabbitmq.prefetch}): a batch could "
+                             "never fill; raise prefetch (twice the batch is a good start)")
+        if not self.routes and self.default_route is None:
+            raise ValueError("no routes and no default_route: every message would be "
+                             "dead-lettered")
+        return self
+
+    # -- derived values ----------------------------------------------------------------------
+
+    @property
+    def instance(self) -> str:
+        return self.instance_id or os.environ.get("CONVEYOR_INSTANCE_ID") or socket.gethostname()
+
+    @property
+    def source_name(self) -> str:
+        return self.source or f"rabbitmq:{self.stream}"
+
+    @property
+    def ledger_topic(self) -> str:
+        return self.ledger.topic.replace("{stream}", self.stream)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dead_letter.topic.replace("{stream}", self.stream)
+
+    def transactional_id(self, queue: str) -> str:
+        """``conveyor-rabbitmq-<stream>-<instance>-<queue>``: stable across restarts."""
+        return f"conveyor-rabbitmq-{self.stream}-{self.instance}-{queue}"
+
+    def all_routes(self) -> list[Route]:
+        return [*self.routes, *([self.default_route] if self.default_route else [])]
+
+
+class Secrets(BaseSettings):
+    """Secrets, from the environment only (never from the file)."""
+
+    rabbitmq_url: SecretStr | None = None
+    rabbitmq_user: str | None = None
+    rabbitmq_password: SecretStr | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    schema_registry_user_info: SecretStr | None = None
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
+
+    def amqp_url(self, settings: BridgeSettings) -> str:
+        if self.rabbitmq_url is not None:
+            return self.rabbitmq_url.get_secret_value()
+        parts = urlsplit(settings.rabbitmq.url)
+        user = self.rabbitmq_user or parts.username
+        if user is None and self.rabbitmq_password is None:
+            return settings.rabbitmq.url
+        cred = quote(user or "guest", safe="")
+        if self.rabbitmq_password is not None:
+            cred += ":" + quote(self.rabbitmq_password.get_secret_value(), safe="")
+        host = parts.hostname or "localhost"
+        netloc = f"{cred}@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def kafka_client_config(self, settings: BridgeSettings) -> dict[str, object]:
+        """librdkafka settings shared by the producer and the ledger consumers."""
+        conf: dict[str, object] = {"bootstrap.servers": settings.kafka.bootstrap_servers,
+                                   **settings.kafka.client}
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_key_password is not None:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return conf
+
+
+def load_settings(path: str | Path) -> BridgeSettings:
+    """Read and validate a config file (plus environment), or raise ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    return settings_from_dict(raw, base_dir=path.resolve().parent)
+
+
+def settings_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> BridgeSettings:
+    try:
+        return BridgeSettings(**raw, base_dir=base_dir)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                 for e in exc.errors()]
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from exc
