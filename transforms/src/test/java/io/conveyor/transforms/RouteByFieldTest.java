@@ -46,6 +46,7 @@ class RouteByFieldTest {
     void sanitiseMakesSafeTableNames() {
         assertEquals("events_order_placed", RouteByField.sanitize("events_Order.Placed"));
         assertEquals("a_b", RouteByField.sanitize("a--__--b"));
+        assertEquals("a_b", RouteByField.sanitize("a__b"));
         assertEquals("t_3d_secure", RouteByField.sanitize("3D Secure"));
         String longName = RouteByField.sanitize("x".repeat(100));
         assertEquals(63, longName.length());
