@@ -1,0 +1,204 @@
+"""Iglu schema resolution from repositories on disk, and JSON Schema validation.
+
+A repository is a directory laid out the way Iglu Central and static Iglu repositories are:
+``schemas/<vendor>/<name>/jsonschema/<model>-<revision>-<addition>``. The collector ships
+one inside the package (``sidecar/snowplow/iglu``: the Snowplow schemas the tracker
+protocol needs, our bad-row format and a few example business schemas); deployments add
+their own repositories in front of it (``iglu.repositories`` in the settings).
+
+Resolution is by exact version, as in Iglu: ``1-0-0`` and ``1-0-1`` are different schemas.
+Iglu schemas are JSON Schema draft 4, so they are compiled with ``Draft4Validator`` (with
+its format checker) whatever their ``$schema`` says: the self-describing meta-schema URI
+is not one the jsonschema library knows. Compiled validators are cached per schema key,
+which matters: compiling costs far more than validating a small event.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft4Validator
+from jsonschema.exceptions import SchemaError
+
+BUNDLED_REPOSITORY = Path(__file__).parent / "iglu"
+
+_KEY_RE = re.compile(
+    r"^iglu:(?P<vendor>[a-zA-Z0-9\-_.]+)/(?P<name>[a-zA-Z0-9\-_]+)/"
+    r"(?P<format>[a-zA-Z0-9\-_]+)/(?P<version>[0-9]+-[0-9]+-[0-9]+)$"
+)
+# Errors reported per failing instance: enough to fix the tracker, bounded for the bad row.
+MAX_ERRORS = 10
+
+
+class IgluError(Exception):
+    """A schema could not be used; ``reason`` is the bad-row reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaKey:
+    vendor: str
+    name: str
+    format: str
+    version: str
+
+    @classmethod
+    def parse(cls, uri: object) -> SchemaKey:
+        if not isinstance(uri, str):
+            raise IgluError("invalid_schema_key", f"schema key must be a string, got {_kind(uri)}")
+        m = _KEY_RE.match(uri)
+        if m is None:
+            raise IgluError("invalid_schema_key",
+                            f"not an Iglu schema key (iglu:vendor/name/format/M-R-A): {uri[:200]!r}")
+        return cls(m["vendor"], m["name"], m["format"], m["version"])
+
+    @property
+    def uri(self) -> str:
+        return f"iglu:{self.vendor}/{self.name}/{self.format}/{self.version}"
+
+    @property
+    def model(self) -> int:
+        return int(self.version.split("-", 1)[0])
+
+    @property
+    def path(self) -> str:
+        return f"schemas/{self.vendor}/{self.name}/{self.format}/{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One reason an instance does not match its schema, as it goes into a bad row."""
+
+    path: str
+    message: str
+    schema: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message, "schema": self.schema}
+
+
+class Resolver:
+    """Finds schemas in the repositories (first one wins) and validates instances.
+
+    Thread-safe: the cache is filled under a lock so the server and ``--check`` can share it.
+    """
+
+    def __init__(self, repositories: Iterable[Path] = (), *, bundled: bool = True) -> None:
+        repos = [Path(r) for r in repositories]
+        if bundled:
+            repos.append(BUNDLED_REPOSITORY)
+        self.repositories = repos
+        self._validators: dict[SchemaKey, Draft4Validator] = {}
+        self._missing: set[SchemaKey] = set()
+        self._lock = threading.Lock()
+
+    def lookup(self, key: SchemaKey) -> dict[str, Any]:
+        """The schema document for ``key``, or ``IgluError('schema_not_found')``."""
+        if key.format != "jsonschema":
+            raise IgluError("schema_not_found", f"{key.uri}: only jsonschema schemas are supported")
+        for repo in self.repositories:
+            file = repo / key.path
+            if file.is_file():
+                try:
+                    doc = json.loads(file.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise IgluError("invalid_schema", f"{key.uri}: unreadable schema: {exc}") from exc
+                if not isinstance(doc, dict):
+                    raise IgluError("invalid_schema", f"{key.uri}: schema is not a JSON object")
+                return doc
+        raise IgluError("schema_not_found",
+                        f"{key.uri} is in none of the Iglu repositories ({len(self.repositories)})")
+
+    def validator(self, key: SchemaKey) -> Draft4Validator:
+        found = self._validators.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._validators.get(key)
+            if found is not None:
+                return found
+            doc = self.lookup(key)
+            _check_self(key, doc)
+            try:
+                Draft4Validator.check_schema(doc)
+            except SchemaError as exc:
+                raise IgluError("invalid_schema", f"{key.uri}: not a valid JSON Schema: "
+                                                  f"{exc.message}") from exc
+            compiled = Draft4Validator(doc, format_checker=Draft4Validator.FORMAT_CHECKER)
+            self._validators[key] = compiled
+            return compiled
+
+    def validate(self, key: SchemaKey, instance: Any, at: str = "$") -> list[Violation]:
+        """Violations of ``instance`` against the schema ``key`` (empty when valid)."""
+        validator = self.validator(key)
+        out: list[Violation] = []
+        for err in validator.iter_errors(instance):
+            out.append(Violation(at + _json_path(err.absolute_path), err.message[:500], key.uri))
+            if len(out) >= MAX_ERRORS:
+                break
+        return out
+
+    def validate_self_describing(self, sdj: Any, at: str = "$") -> list[Violation]:
+        """Resolve ``sdj['schema']`` and validate ``sdj['data']`` against it."""
+        if not isinstance(sdj, dict) or "schema" not in sdj or "data" not in sdj:
+            raise IgluError("invalid_schema_key", f"{at}: not a self-describing JSON "
+                                                  "({\"schema\": ..., \"data\": ...})")
+        key = SchemaKey.parse(sdj["schema"])
+        return self.validate(key, sdj["data"], at + ".data")
+
+    def iter_keys(self) -> Iterator[SchemaKey]:
+        """Every schema key present in the repositories (for ``--check``)."""
+        seen: set[SchemaKey] = set()
+        for repo in self.repositories:
+            root = repo / "schemas"
+            if not root.is_dir():
+                continue
+            for file in sorted(root.glob("*/*/*/*")):
+                if not file.is_file():
+                    continue
+                vendor, name, fmt, version = file.relative_to(root).parts
+                key = SchemaKey.parse(f"iglu:{vendor}/{name}/{fmt}/{version}")
+                if key not in seen:
+                    seen.add(key)
+                    yield key
+
+    def check_all(self) -> dict[str, str]:
+        """Compile every schema; returns ``{uri: problem}`` for the ones that fail."""
+        problems: dict[str, str] = {}
+        for key in self.iter_keys():
+            try:
+                self.validator(key)
+            except IgluError as exc:
+                problems[key.uri] = exc.message
+        return problems
+
+
+def _check_self(key: SchemaKey, doc: dict[str, Any]) -> None:
+    # A schema filed under the wrong path would silently validate the wrong events.
+    self_ = doc.get("self")
+    if not isinstance(self_, dict):
+        raise IgluError("invalid_schema", f"{key.uri}: schema has no 'self' block")
+    found = (self_.get("vendor"), self_.get("name"), self_.get("format"), self_.get("version"))
+    if found != (key.vendor, key.name, key.format, key.version):
+        raise IgluError("invalid_schema", f"{key.uri}: its 'self' block says {found}")
+
+
+def _json_path(parts: Iterable[Any]) -> str:
+    out = []
+    for p in parts:
+        out.append(f"[{p}]" if isinstance(p, int) else f".{p}")
+    return "".join(out)
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
