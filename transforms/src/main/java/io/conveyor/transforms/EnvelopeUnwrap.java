@@ -57,7 +57,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Tran
                     "How many levels of the payload become columns: 1 makes each top-level payload field a "
                             + "column, 2 also splits nested objects one level down, and so on. Anything deeper "
                             + "(and every list) becomes a JSON string column. 0 makes no payload columns and "
-                            + "requires " + "payload.json.column.")
+                            + "requires " + JSON_COLUMN_CONFIG + ".")
             .define(FLATTEN_DELIMITER_CONFIG, ConfigDef.Type.STRING, "_", new ConfigDef.NonEmptyString(),
                     ConfigDef.Importance.LOW, "Joins nested payload names into one column name.")
             .define(JSON_COLUMN_CONFIG, ConfigDef.Type.STRING, "", new ConfigDef.NonNullValidator(),

@@ -63,7 +63,8 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
     private List<FieldPath> nullPaths;
     private List<FieldPath> hashPaths;
     private byte[] hashKey;
-    // Mac is not thread-safe; a worker may share one transform instance between calls on several threads.
+    // Mac is not thread-safe. Connect gives each task its own instance, but the interface does not promise
+    // single-threaded use, and a per-thread Mac costs nothing on the usual single thread.
     private ThreadLocal<Mac> mac;
     private Cache<Schema, Schema> schemaUpdateCache;
 
