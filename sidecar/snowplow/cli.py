@@ -1,0 +1,139 @@
+"""``conveyor-bridge snowplow``: parse options, then call the library (``server.serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+from pathlib import Path
+
+import click
+
+from sidecar.common import logs
+from sidecar.common.errors import ConfigError
+
+
+class Exit(IntEnum):
+    OK = 0
+    FAILED = 1          # unexpected error (a bug): see the log
+    USAGE = 2           # bad command line (click's own code)
+    CONFIG = 3          # the config file, routes or Iglu schemas are invalid
+    CHECK_FAILED = 4    # --check: Kafka is unreachable
+
+
+log = logging.getLogger("sidecar.snowplow")
+
+HELP = f"""Run a Snowplow collector that answers 200 only once events are in Kafka.
+
+\b
+Speaks the collector protocol to unmodified Snowplow trackers:
+  GET  /i, /ice.png                         one event in the querystring (pixel)
+  POST /com.snowplowanalytics.snowplow/tp2  a payload_data batch (JSON, gzip ok)
+  OPTIONS *                                 CORS preflight (echoes Origin)
+  GET  /health  /sink-health  /metrics  /robots.txt
+Every event is validated (tracker protocol, then Iglu schemas for the
+self-describing event and each context entity) and lands in the Conveyor
+envelope on the topic its route names (first matching rule on kind, schema
+or app_id; else topics.default). Anything that fails becomes a bad row on
+topics.bad naming the failed check (size, protocol, schema) with the
+original bytes. The events of concurrent requests share one Kafka
+transaction (group commit); the response waits for the commit: 200 when
+durable, 503 when Kafka cannot take them (trackers retry). Tracker retries
+are recognised by event id (dedup ledger) and not written twice.
+
+\b
+Examples:
+  conveyor-bridge snowplow --config snowplow.yaml --check   validate, connect, exit
+  conveyor-bridge snowplow --config snowplow.yaml           serve on :8080 until SIGTERM
+
+\b
+Any setting can be overridden as CONVEYOR_SNOWPLOW__SECTION__KEY, e.g.
+  CONVEYOR_SNOWPLOW__HTTP__PORT=8081
+  CONVEYOR_SNOWPLOW__KAFKA__BOOTSTRAP_SERVERS=kafka:9092
+Secrets come from the environment only: CONVEYOR_KAFKA_SASL_USERNAME,
+CONVEYOR_KAFKA_SASL_PASSWORD, CONVEYOR_KAFKA_SSL_KEY_PASSWORD.
+The instance id (part of transactional.id) is instance_id, else
+CONVEYOR_INSTANCE_ID, else the hostname: keep it stable across restarts.
+Example configs ship in sidecar/snowplow/examples/ (minimal.yaml, full.yaml).
+
+\b
+Exit codes: {", ".join(f"{e.value} {e.name.lower()}" for e in Exit)}.
+"""
+
+
+@click.command(name="snowplow", help=HELP)
+@click.option("--config", "config_path", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML settings file (see examples/full.yaml for every key).")
+@click.option("--check", is_flag=True,
+              help="Validate the config, compile every Iglu schema, reach Kafka and list "
+                   "which topics exist; serve nothing. Exit 0 when all is well.")
+def main(config_path: Path, check: bool) -> None:
+    from .settings import load_settings  # lazily: keeps --help instant
+
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(Exit.CONFIG)
+    logs.configure(settings.log_level)
+    if check:
+        sys.exit(run_check(settings, echo=click.echo))
+    sys.exit(_run(settings))
+
+
+def run_check(settings, echo: Callable[[str], None]) -> Exit:  # type: ignore[no-untyped-def]
+    from .iglu import Resolver
+    from .sink import KafkaSink
+
+    resolver = Resolver(settings.iglu_repositories, bundled=settings.iglu.bundled)
+    keys = list(resolver.iter_keys())
+    problems = resolver.check_all()
+    echo(f"config: ok ({len(settings.topics.routes)} route(s), default topic "
+         f"{settings.topics.default}, bad rows to {settings.topics.bad})")
+    echo(f"iglu: {len(keys) - len(problems)}/{len(keys)} schema(s) compile, from "
+         f"{', '.join(str(r) for r in resolver.repositories)}")
+    for uri, problem in problems.items():
+        echo(f"  FAIL {uri}: {problem}")
+    if problems:
+        return Exit.CONFIG
+    try:
+        info = KafkaSink(settings).check()
+    except Exception as exc:  # noqa: BLE001 - report whatever the client says
+        echo(f"kafka: FAIL {settings.kafka.bootstrap_servers}: {exc}")
+        return Exit.CHECK_FAILED
+    echo(f"kafka: ok, {info['brokers']} broker(s) at {settings.kafka.bootstrap_servers}")
+    for topic, exists in info["topics"].items():
+        state = "exists" if exists else ("will be created" if settings.kafka.create_topics
+                                         else "MISSING")
+        echo(f"  topic {topic}: {state}")
+    if not settings.kafka.create_topics and not all(info["topics"].values()):
+        return Exit.CHECK_FAILED
+    echo(f"transactional.id: {settings.transactional_id}")
+    return Exit.OK
+
+
+def _run(settings) -> Exit:  # type: ignore[no-untyped-def]
+    from .server import serve
+
+    async def main_async() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal, stop, sig)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(main_async())
+    except Exception:
+        log.exception("snowplow.failed")
+        return Exit.FAILED
+    return Exit.OK
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("snowplow.signal", extra={"signal": sig.name})
+    stop.set()

@@ -1,0 +1,294 @@
+"""Typed settings for the Snowplow collector: a YAML file, overridden by the environment.
+
+Precedence, highest first: environment variables (``CONVEYOR_SNOWPLOW__<SECTION>__<KEY>``,
+e.g. ``CONVEYOR_SNOWPLOW__HTTP__PORT=8081``), then the file, then the defaults here. See
+``examples/full.yaml`` for every key with a comment, ``examples/minimal.yaml`` for the least
+that runs.
+
+Secrets come from the environment only, and a file holding one is rejected:
+``CONVEYOR_KAFKA_SASL_USERNAME`` / ``CONVEYOR_KAFKA_SASL_PASSWORD``,
+``CONVEYOR_KAFKA_SSL_KEY_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sidecar.common.errors import ConfigError
+
+from .identity import CookieConfig
+from .pipeline import Limits
+from .protocol import PIXEL_PATHS, TP2_PATH
+from .routing import KINDS, Route, Router
+
+SECRET_KAFKA_KEYS = frozenset({"sasl.password", "ssl.key.password", "ssl.keystore.password",
+                               "sasl.oauthbearer.client.secret", "ssl.key.pem"})
+_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # A body above this (also once gunzipped) becomes one size bad row; the request is
+    # still answered 200 because a retry could never succeed.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Past this the collector stops reading, writes the size bad row and answers 413.
+    hard_max_body_bytes: int = Field(default=16 * 1_048_576, ge=1024)
+    # Behind a load balancer the client IP is the first X-Forwarded-For hop.
+    use_x_forwarded_for: bool = True
+    # Extra paths trackers may use (e.g. to dodge ad blockers) -> the standard path.
+    paths: dict[str, str] = Field(default_factory=dict)
+    cors_max_age_s: int = Field(default=3600, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpSettings:
+        for alias, target in self.paths.items():
+            if not alias.startswith("/"):
+                raise ValueError(f"http.paths: {alias!r} must start with '/'")
+            if target not in (TP2_PATH, *PIXEL_PATHS):
+                raise ValueError(f"http.paths: {alias!r} -> {target!r}; the target must be "
+                                 f"{TP2_PATH} or one of {', '.join(PIXEL_PATHS)}")
+        if self.hard_max_body_bytes < self.max_body_bytes:
+            raise ValueError("http.hard_max_body_bytes must be >= http.max_body_bytes")
+        return self
+
+
+class CookieSettings(_Model):
+    enabled: bool = True
+    name: str = Field(default="sp", pattern=r"^[A-Za-z0-9_\-.]+$")
+    expiration_days: float = Field(default=365, gt=0)
+    # The cookie's Domain: the first of these the request's Origin is (a subdomain of),
+    # else fallback_domain, else none (a host-only cookie on the collector's host).
+    domains: list[str] = Field(default_factory=list)
+    fallback_domain: str | None = None
+    secure: bool = True
+    http_only: bool = True
+    same_site: Literal["None", "Lax", "Strict"] | None = "None"
+
+    def to_config(self) -> CookieConfig:
+        return CookieConfig(enabled=self.enabled, name=self.name,
+                            expiration_s=int(self.expiration_days * 86400),
+                            domains=tuple(self.domains), fallback_domain=self.fallback_domain,
+                            secure=self.secure, http_only=self.http_only,
+                            same_site=self.same_site)
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: str = "localhost:9092"
+    # Passed to every client as-is: security.protocol, sasl.mechanism, ssl.ca.location, ...
+    client: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Extra keys for the transactional producer only (linger.ms, compression.type, ...).
+    producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Stable per collector instance, not per process: a restarted collector reusing it
+    # fences its dead predecessor and aborts the transaction it left open at once (otherwise
+    # read_committed consumers wait up to transaction_timeout_ms). "{instance}" is replaced.
+    transactional_id: str = "conveyor-snowplow-{instance}"
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    create_topics: bool = True
+    topic_partitions: int = -1
+    topic_replication_factor: int = -1
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> KafkaSettings:
+        leaked = SECRET_KAFKA_KEYS & (set(self.client) | set(self.producer))
+        if leaked:
+            raise ValueError(f"{sorted(leaked)} must come from the environment "
+                             "(CONVEYOR_KAFKA_SASL_PASSWORD, CONVEYOR_KAFKA_SSL_KEY_PASSWORD)")
+        return self
+
+
+class RouteSettings(_Model):
+    """One routing rule; see sidecar/snowplow/routing.py. First match wins."""
+
+    name: str | None = None
+    kind: str | list[str] | None = None
+    schema_: str | list[str] | None = Field(default=None, alias="schema")
+    app_id: str | list[str] | None = None
+    topic: str = Field(pattern=_TOPIC)
+    format: Literal["json"] = "json"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_route(self) -> Route:
+        return Route(topic=self.topic, kinds=_tuple(self.kind), schemas=_tuple(self.schema_),
+                     app_ids=_tuple(self.app_id), format=self.format,
+                     name=self.name or self.topic)
+
+
+class TopicsSettings(_Model):
+    default: str = Field(default="snowplow.events", pattern=_TOPIC)
+    bad: str = Field(default="snowplow.bad", pattern=_TOPIC)
+    routes: list[RouteSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> TopicsSettings:
+        for r in self.routes:
+            for k in _tuple(r.kind):
+                if k not in KINDS:
+                    raise ValueError(f"route {r.name or r.topic}: unknown kind {k!r}; "
+                                     f"known: {', '.join(KINDS)}")
+            if not (r.kind or r.schema_ or r.app_id):
+                raise ValueError(f"route {r.name or r.topic}: give kind, schema or app_id")
+        return self
+
+    def router(self) -> Router:
+        return Router([r.to_route() for r in self.routes], self.default)
+
+
+class CommitSettings(_Model):
+    """Group commit: the events of concurrent requests share one Kafka transaction."""
+
+    # After the first request of a batch arrives, wait at most this long for more. Requests
+    # arriving while a transaction commits join the next one anyway, so this mostly matters
+    # at low load, where it adds at most this much latency.
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    max_events: int = Field(default=2000, ge=1)
+    # A request waits this long for its commit, then gets 503 (the tracker retries; if the
+    # commit lands after all, the retry is recognised as a duplicate).
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    # Events queued for commit beyond this are refused at once with 503 (back-pressure).
+    max_queued_events: int = Field(default=50_000, ge=1)
+    # UNSAFE, for benchmarks only: answer 200 before the commit. A crash then loses
+    # events the tracker has already forgotten, the exact failure this collector exists to
+    # prevent.
+    unsafe_ack_before_commit: bool = False
+
+
+class DedupSettings(_Model):
+    # The compacted ledger topic of committed event ids, shared by all collector replicas
+    # of one pipeline and read back on start. Empty: in-process memory only (a restart or
+    # another replica then lets a tracker retry through as a duplicate).
+    ledger_topic: str = Field(default="conveyor.ledger.snowplow", pattern=r"^$|" + _TOPIC)
+    window_events: int = Field(default=500_000, ge=1000)
+    max_age_s: int = Field(default=24 * 3600, ge=60)
+    # Read the ledger to its committed end before each batch, so a retry that reaches
+    # another replica right after the original committed is caught. Costs one ListOffsets
+    # round trip per batch; without it, replicas learn each other's ids within ~100 ms.
+    sync_each_batch: bool = True
+    sync_timeout_s: float = Field(default=10.0, gt=0)
+    ledger_partitions: int = Field(default=1, ge=1)
+
+
+class IgluSettings(_Model):
+    # Static Iglu repositories (directories holding schemas/<vendor>/<name>/jsonschema/<v>),
+    # searched in order before the bundled one. Relative paths: from the config file.
+    repositories: list[Path] = Field(default_factory=list)
+    bundled: bool = True
+
+
+class LimitsSettings(_Model):
+    max_event_bytes: int = Field(default=900_000, ge=1024)
+    bad_row_original_bytes: int = Field(default=262_144, ge=256)
+
+
+class CollectorSettings(BaseSettings):
+    """Everything the collector needs, validated before anything listens or connects."""
+
+    instance_id: str | None = None
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    cookie: CookieSettings = Field(default_factory=CookieSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
+    commit: CommitSettings = Field(default_factory=CommitSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    iglu: IgluSettings = Field(default_factory=IgluSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    # Seconds /health reports 503 before the listener closes on SIGTERM, so a load
+    # balancer stops sending first. Then in-flight requests finish and commit.
+    drain_delay_s: float = Field(default=0.0, ge=0)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_SNOWPLOW__", env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # environment beats the file
+
+    @property
+    def instance(self) -> str:
+        return self.instance_id or os.environ.get("CONVEYOR_INSTANCE_ID") or socket.gethostname()
+
+    @property
+    def transactional_id(self) -> str:
+        return self.kafka.transactional_id.replace("{instance}", self.instance)
+
+    @property
+    def iglu_repositories(self) -> list[Path]:
+        return [p if p.is_absolute() else self.base_dir / p for p in self.iglu.repositories]
+
+    def limits_config(self) -> Limits:
+        return Limits(max_body_bytes=self.http.max_body_bytes,
+                      max_event_bytes=self.limits.max_event_bytes,
+                      max_original_bytes=self.limits.bad_row_original_bytes)
+
+    def all_topics(self) -> list[str]:
+        return [*self.topics.router().topics(), self.topics.bad]
+
+
+class Secrets(BaseSettings):
+    """Secrets, from the environment only (never from the file)."""
+
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
+
+    def kafka_client_config(self, settings: CollectorSettings) -> dict[str, Any]:
+        conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers,
+                                **settings.kafka.client}
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_key_password is not None:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return conf
+
+
+def load_settings(path: str | Path) -> CollectorSettings:
+    """Read and validate a config file (plus environment), or raise ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    return settings_from_dict(raw, base_dir=path.resolve().parent)
+
+
+def settings_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> CollectorSettings:
+    try:
+        return CollectorSettings(**raw, base_dir=base_dir)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                 for e in exc.errors()]
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from exc
+
+
+def _tuple(value: str | list[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

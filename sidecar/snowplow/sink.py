@@ -1,0 +1,180 @@
+"""Kafka side of the collector: dedup, one transaction per batch, topic setup, health.
+
+``KafkaSink`` is blocking and owned by a single thread (the transactional producer and the
+ledger are not thread-safe): the group committer runs every call of it on one dedicated
+executor thread. A batch goes:
+
+1. dedup: ids already committed (ledger window, read to its end first when
+   ``dedup.sync_each_batch``) or repeated inside the batch are skipped;
+2. the fresh records plus one ledger record per fresh id are produced in one transaction;
+3. after ``commit_transaction()`` returns, the ids enter the window.
+
+So a tracker retry of an event that committed is answered 200 without writing it twice, and
+an aborted transaction leaves nothing behind: neither events nor ledger ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sidecar.common.envelope import now_ms
+from sidecar.common.errors import BridgeError
+from sidecar.common.kafka import OutRecord, TransactionalProducer
+from sidecar.common.ledger import DedupLedger, RecentIds
+
+from .pipeline import Output
+from .settings import CollectorSettings, Secrets
+
+log = logging.getLogger(__name__)
+
+ADMIN_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 3.0
+
+
+class SinkUnavailable(BridgeError):
+    """Kafka did not take the batch; nothing of it is visible. Answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    duplicates: frozenset[int]  # indices into the batch's outputs that were skipped
+    written: int
+
+
+class KafkaSink:
+    def __init__(self, settings: CollectorSettings, secrets: Secrets | None = None) -> None:
+        self.settings = settings
+        self.client_config = (secrets or Secrets()).kafka_client_config(settings)
+        self.producer: TransactionalProducer | None = None
+        self.ledger: DedupLedger | None = None
+        d = settings.dedup
+        self.window = RecentIds(d.window_events, d.max_age_s * 1000)
+        self._admin = AdminClient(self.client_config)
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Topics, producer (fences and aborts a predecessor's open transaction), ledger."""
+        if self.settings.kafka.create_topics:
+            self.ensure_topics()
+        self._new_producer()
+        d = self.settings.dedup
+        if d.ledger_topic and self.ledger is None:
+            ledger = DedupLedger(self.client_config, d.ledger_topic,
+                                 group_id=f"conveyor-ledger-{self.settings.transactional_id}",
+                                 source="snowplow", window_events=d.window_events,
+                                 max_age_s=d.max_age_s)
+            if self.settings.kafka.create_topics:
+                ledger.ensure_topic(partitions=d.ledger_partitions,
+                                    replication_factor=self.settings.kafka.topic_replication_factor)
+            # After init_transactions: our own dead predecessor's transaction is aborted by
+            # then, so reading the ledger to its committed end cannot hang on it.
+            ledger.start(timeout=max(d.sync_timeout_s, 30.0))
+            self.ledger = ledger
+            self.window = ledger.window
+
+    def ensure_topics(self) -> None:
+        k = self.settings.kafka
+        wanted = self.settings.all_topics()
+        existing = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        missing = [t for t in wanted if t not in existing]
+        if not missing:
+            return
+        futures = self._admin.create_topics(
+            [NewTopic(t, num_partitions=k.topic_partitions,
+                      replication_factor=k.topic_replication_factor) for t in missing],
+            request_timeout=ADMIN_TIMEOUT_S)
+        for topic, fut in futures.items():
+            try:
+                fut.result(ADMIN_TIMEOUT_S)
+                log.info("snowplow.topic_created", extra={"topic": topic})
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    def _new_producer(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                self.producer.close(1.0)
+        k = self.settings.kafka
+        conf: dict[str, object] = {**self.client_config,
+                                   "transaction.timeout.ms": k.transaction_timeout_ms,
+                                   "linger.ms": 1, **k.producer}
+        producer = TransactionalProducer(conf, self.settings.transactional_id)
+        producer.init()
+        self.producer = producer
+
+    def rebuild(self) -> None:
+        """After a fatal error: a new producer with the same id (it fences the old one)."""
+        self.producer = None
+        self._new_producer()
+
+    # -- the batch --------------------------------------------------------------------------
+
+    def commit(self, outputs: Sequence[Output]) -> BatchResult:
+        if self.producer is None:
+            self._new_producer()
+        assert self.producer is not None
+        ids = [o.dedup_id for o in outputs if o.dedup_id]
+        if self.ledger is not None and ids:
+            already = self.ledger.seen(ids, sync=self.settings.dedup.sync_each_batch,
+                                       timeout=self.settings.dedup.sync_timeout_s)
+        else:
+            already = self.window.seen(ids)
+        dups: set[int] = set()
+        fresh_ids: list[str] = []
+        records: list[OutRecord] = []
+        batch_ids: set[str] = set()
+        for i, o in enumerate(outputs):
+            if o.dedup_id is not None:
+                if o.dedup_id in already or o.dedup_id in batch_ids:
+                    dups.add(i)
+                    continue
+                batch_ids.add(o.dedup_id)
+                fresh_ids.append(o.dedup_id)
+            records.append(OutRecord(o.topic, o.value, o.key, o.headers))
+        if records:
+            if self.ledger is not None:
+                records.extend(self.ledger.record(fresh_ids))
+            self.producer.commit(records)
+        if self.ledger is not None:
+            self.ledger.remember(fresh_ids)
+        else:
+            at = now_ms()
+            for i in fresh_ids:
+                self.window.add(i, at)
+            self.window.expire(at)
+        return BatchResult(frozenset(dups), len(outputs) - len(dups))
+
+    # -- ops ------------------------------------------------------------------------------
+
+    def probe(self) -> bool:
+        """Can we reach a broker? (Safe to call from any thread.)"""
+        try:
+            meta = self._admin.list_topics(timeout=PROBE_TIMEOUT_S)
+        except KafkaException:
+            return False
+        return bool(meta.brokers)
+
+    def check(self) -> dict[str, Any]:
+        """For ``--check``: brokers, which of our topics exist."""
+        meta = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+        topics = [*self.settings.all_topics(),
+                  *([self.settings.dedup.ledger_topic] if self.settings.dedup.ledger_topic else [])]
+        return {"brokers": len(meta.brokers),
+                "topics": {t: t in meta.topics for t in topics}}
+
+    def close(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                self.producer.close(5.0)
+        if self.ledger is not None:
+            self.ledger.close()
+
