@@ -14,8 +14,7 @@ Retriable errors are retried here a bounded number of times before giving up as 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -72,14 +71,22 @@ class TransactionalProducer:
         self._call("init_transactions", self._producer.init_transactions, TXN_CALL_TIMEOUT_S)
         self._initialised = True
 
-    def commit(self, records: Sequence[OutRecord]) -> None:
-        """Produce ``records`` in one transaction and return once it is committed."""
+    def commit(self, records: Sequence[OutRecord],
+               guard: Callable[[], bool] | None = None) -> None:
+        """Produce ``records`` in one transaction and return once it is committed.
+
+        ``guard`` is asked right before ``commit_transaction()``: when it answers False
+        (e.g. the input connection was lost, so the inputs will be redelivered elsewhere)
+        the transaction is aborted instead, narrowing the window for duplicates.
+        """
         if not self._initialised:
             self.init()
         try:
             self._producer.begin_transaction()
             for rec in records:
                 self._produce(rec)
+            if guard is not None and not guard():
+                raise TransactionAborted("aborted before commit: the input was lost")
             self._call("commit_transaction", self._producer.commit_transaction, TXN_CALL_TIMEOUT_S)
         except TransactionAborted:
             self._abort()
@@ -102,7 +109,7 @@ class TransactionalProducer:
                 # Local queue full: serve delivery reports until there is room again.
                 self._producer.poll(QUEUE_FULL_WAIT_S)
 
-    def _call(self, what: str, fn, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    def _call(self, what: str, fn: Callable[[float], object], timeout: float) -> None:
         for attempt in range(1, TXN_CALL_RETRIES + 1):
             try:
                 fn(timeout)

@@ -22,12 +22,14 @@ ledger in the same transaction, so a redelivered poison message is not dead-lett
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sidecar.common.envelope import Envelope
+from sidecar.common.errors import ConfigError
 from sidecar.common.kafka import OutRecord
 
 from .identity import event_id_for
@@ -92,7 +94,10 @@ class Core:
     def __init__(self, settings: BridgeSettings, schemas: Mapping[int, PayloadSchema],
                  encode_avro: AvroEncode | None = None) -> None:
         self._s = settings
-        self._router = Router(settings.routes, settings.default_route, settings.stream)
+        try:
+            self._router = Router(settings.routes, settings.default_route, settings.stream)
+        except (ValueError, re.error) as exc:
+            raise ConfigError(f"routes: {exc}") from exc
         self._schemas = schemas
         self._encode_avro = encode_avro
         self._envelope_schemas = {rid: s.envelope_schema() for rid, s in schemas.items()

@@ -91,6 +91,11 @@ class KafkaSettings(_Model):
     # Extra keys for the transactional producer only (linger.ms, compression.type, ...).
     producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    # Create routed and dead-letter topics on first use (-1: the broker's defaults), so a
+    # topic template can fan out without a ticket per topic. Off when topics are managed.
+    create_topics: bool = True
+    topic_partitions: int = -1
+    topic_replication_factor: int = -1
 
     @model_validator(mode="after")
     def _no_secrets(self) -> KafkaSettings:

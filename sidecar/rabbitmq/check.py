@@ -1,0 +1,109 @@
+"""``--check``: validate a config and reach every dependency, consuming nothing.
+
+Static checks first (routes compile, templates name known fields, schema files parse), then
+connectivity: RabbitMQ (each queue must exist; checked passively, nothing is declared),
+Kafka (metadata), and the schema registry when a route uses Avro.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pika
+import pika.exceptions
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from sidecar.common.avro import AvroEncoder, RegistryUnavailable
+from sidecar.common.errors import ConfigError
+
+from .amqp import LOST, describe
+from .core import Core
+from .payloads import load_route_schemas
+from .settings import BridgeSettings, Secrets
+
+CHECK_TIMEOUT_S = 10.0
+
+
+def run_check(settings: BridgeSettings, secrets: Secrets,
+              echo: Callable[[str], None] = print) -> int:
+    from .cli import Exit
+
+    try:
+        schemas = load_route_schemas(settings.all_routes(), settings.base_dir)
+        Core(settings, schemas)
+    except ConfigError as exc:
+        echo(f"FAIL config: {exc}")
+        return Exit.CONFIG
+    echo(f"ok   config: stream {settings.stream!r}, instance {settings.instance!r}, "
+         f"{len(settings.routes)} route(s)"
+         + (", a default route" if settings.default_route else ", no default route"))
+    for route in settings.all_routes():
+        schema = f", schema {route.schema_file}" if route.schema_file else ""
+        echo(f"       route {route.label}: -> {route.topic} ({route.format}{schema}, "
+             f"key {route.key})")
+    echo(f"       dead letters -> {settings.dead_letter_topic}; "
+         f"ledger -> {settings.ledger_topic} (window {settings.ledger.window_events} ids)")
+
+    failures = 0
+    for name, probe in (("rabbitmq", lambda: _rabbitmq(settings, secrets)),
+                        ("kafka", lambda: _kafka(settings, secrets))):
+        try:
+            echo(f"ok   {name}: {probe()}")
+        except Exception as exc:  # report every dependency, not just the first failure
+            failures += 1
+            echo(f"FAIL {name}: {exc}")
+    if any(r.format == "avro" for r in settings.all_routes()):
+        info = secrets.schema_registry_user_info
+        encoder = AvroEncoder(settings.schema_registry.url,
+                              user_info=info.get_secret_value() if info else None)
+        try:
+            subjects = encoder.check()
+            echo(f"ok   schema registry: {settings.schema_registry.url} "
+                 f"({len(subjects)} subjects)")
+        except RegistryUnavailable as exc:
+            failures += 1
+            echo(f"FAIL schema registry: {exc}")
+    return Exit.CHECK_FAILED if failures else Exit.OK
+
+
+def _rabbitmq(settings: BridgeSettings, secrets: Secrets) -> str:
+    params = pika.URLParameters(secrets.amqp_url(settings))
+    params.socket_timeout = CHECK_TIMEOUT_S
+    params.connection_attempts = 1
+    try:
+        conn = pika.BlockingConnection(params)
+    except LOST as exc:
+        raise RuntimeError(f"cannot connect: {describe(exc)}") from exc
+    declared = {q.name for q in settings.rabbitmq.topology.queues} \
+        if settings.rabbitmq.topology.declare else set()
+    out = []
+    try:
+        for queue in settings.rabbitmq.queues:
+            if queue in declared:
+                out.append(f"{queue} (declared at start)")
+                continue
+            ch = conn.channel()
+            try:
+                ok = ch.queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                raise RuntimeError(f"queue {queue!r}: {exc.reply_text}") from exc
+            out.append(f"{queue} ({ok.method.message_count} ready, "
+                       f"{ok.method.consumer_count} consumers)")
+            ch.close()
+    finally:
+        if conn.is_open:
+            conn.close()
+    return "queues " + ", ".join(out)
+
+
+def _kafka(settings: BridgeSettings, secrets: Secrets) -> str:
+    admin = AdminClient(secrets.kafka_client_config(settings))  # type: ignore[arg-type]
+    try:
+        meta = admin.list_topics(timeout=CHECK_TIMEOUT_S)
+    except KafkaException as exc:
+        raise RuntimeError(f"no metadata from {settings.kafka.bootstrap_servers}: "
+                           f"{exc.args[0].str()}") from exc
+    ledger = "exists" if settings.ledger_topic in meta.topics else "will be created"
+    return (f"{len(meta.brokers)} broker(s) at {settings.kafka.bootstrap_servers}; "
+            f"ledger topic {ledger}")
