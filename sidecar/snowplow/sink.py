@@ -128,18 +128,7 @@ class KafkaSink:
                                        timeout=self.settings.dedup.sync_timeout_s)
         else:
             already = self.window.seen(ids)
-        dups: set[int] = set()
-        fresh_ids: list[str] = []
-        records: list[OutRecord] = []
-        batch_ids: set[str] = set()
-        for i, o in enumerate(outputs):
-            if o.dedup_id is not None:
-                if o.dedup_id in already or o.dedup_id in batch_ids:
-                    dups.add(i)
-                    continue
-                batch_ids.add(o.dedup_id)
-                fresh_ids.append(o.dedup_id)
-            records.append(OutRecord(o.topic, o.value, o.key, o.headers))
+        records, fresh_ids, dups = plan_batch(outputs, already)
         if records:
             if self.ledger is not None:
                 records.extend(self.ledger.record(fresh_ids))
@@ -178,3 +167,26 @@ class KafkaSink:
         if self.ledger is not None:
             self.ledger.close()
 
+
+
+def plan_batch(outputs: Sequence[Output], already: set[str] | frozenset[str]
+               ) -> tuple[list[OutRecord], list[str], set[int]]:
+    """(records to produce, their fresh ids, indices of duplicates) for one batch.
+
+    A duplicate is an output whose id is already committed, or repeats an earlier output
+    of the same batch (a tracker retry racing its original). Outputs without an id (bad
+    rows of whole requests) are always written.
+    """
+    dups: set[int] = set()
+    fresh_ids: list[str] = []
+    records: list[OutRecord] = []
+    batch_ids: set[str] = set()
+    for i, o in enumerate(outputs):
+        if o.dedup_id is not None:
+            if o.dedup_id in already or o.dedup_id in batch_ids:
+                dups.add(i)
+                continue
+            batch_ids.add(o.dedup_id)
+            fresh_ids.append(o.dedup_id)
+        records.append(OutRecord(o.topic, o.value, o.key, o.headers))
+    return records, fresh_ids, dups

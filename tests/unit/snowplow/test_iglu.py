@@ -1,0 +1,97 @@
+"""Schema resolution from repositories on disk and JSON Schema validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sidecar.snowplow.iglu import IgluError, Resolver, SchemaKey
+
+from .conftest import ORDER
+
+
+def _write(repo: Path, vendor: str, name: str, version: str, body: dict, self_: dict | None = None
+           ) -> None:
+    path = repo / "schemas" / vendor / name / "jsonschema" / version
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"self": self_ or {"vendor": vendor, "name": name, "format": "jsonschema",
+                             "version": version}, **body}
+    path.write_text(json.dumps(doc))
+
+
+class TestSchemaKey:
+    def test_parse(self) -> None:
+        key = SchemaKey.parse(ORDER)
+        assert (key.vendor, key.name, key.format, key.version, key.model) == (
+            "com.conveyor.grocer", "order_placed", "jsonschema", "1-0-0", 1)
+        assert key.uri == ORDER
+
+    @pytest.mark.parametrize("bad", ["iglu:a/b/jsonschema/1-0", "a/b/jsonschema/1-0-0",
+                                     "iglu:a/b c/jsonschema/1-0-0", 42, None])
+    def test_invalid(self, bad: object) -> None:
+        with pytest.raises(IgluError) as err:
+            SchemaKey.parse(bad)
+        assert err.value.reason == "invalid_schema_key"
+
+
+class TestResolver:
+    def test_every_bundled_schema_compiles(self, resolver: Resolver) -> None:
+        keys = {k.uri for k in resolver.iter_keys()}
+        assert "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4" in keys
+        assert "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0" in keys
+        assert resolver.check_all() == {}
+
+    def test_unknown_schema(self, resolver: Resolver) -> None:
+        with pytest.raises(IgluError) as err:
+            resolver.validator(SchemaKey.parse("iglu:com.acme/nope/jsonschema/1-0-0"))
+        assert err.value.reason == "schema_not_found"
+
+    def test_exact_versions_only(self, resolver: Resolver) -> None:
+        with pytest.raises(IgluError):
+            resolver.validator(SchemaKey.parse(ORDER.replace("1-0-0", "1-0-1")))
+
+    def test_violations_name_the_path_and_schema(self, resolver: Resolver) -> None:
+        out = resolver.validate(SchemaKey.parse(ORDER),
+                                {"order_id": "o", "total": -1, "currency": "eur", "items": 1},
+                                at="$.ue")
+        assert {v.path for v in out} == {"$.ue.total", "$.ue.currency"}
+        assert all(v.schema == ORDER for v in out)
+
+    def test_validators_are_compiled_once(self, resolver: Resolver) -> None:
+        key = SchemaKey.parse(ORDER)
+        assert resolver.validator(key) is resolver.validator(key)
+
+    def test_own_repositories_come_first(self, tmp_path: Path) -> None:
+        _write(tmp_path, "com.conveyor.grocer", "order_placed", "1-0-0",
+               {"type": "object", "required": ["only_here"]})
+        r = Resolver([tmp_path])
+        assert r.validate(SchemaKey.parse(ORDER), {})[0].message.startswith("'only_here'")
+        assert tmp_path in r.repositories
+
+    def test_a_schema_filed_under_the_wrong_path_is_refused(self, tmp_path: Path) -> None:
+        _write(tmp_path, "com.acme", "a", "1-0-0", {"type": "object"},
+               self_={"vendor": "com.acme", "name": "b", "format": "jsonschema",
+                      "version": "1-0-0"})
+        r = Resolver([tmp_path], bundled=False)
+        with pytest.raises(IgluError) as err:
+            r.validator(SchemaKey.parse("iglu:com.acme/a/jsonschema/1-0-0"))
+        assert err.value.reason == "invalid_schema"
+        assert "iglu:com.acme/a/jsonschema/1-0-0" in r.check_all()
+
+    def test_broken_schema_files(self, tmp_path: Path) -> None:
+        path = tmp_path / "schemas/com.acme/broken/jsonschema/1-0-0"
+        path.parent.mkdir(parents=True)
+        path.write_text("{nope")
+        _write(tmp_path, "com.acme", "badtype", "1-0-0", {"type": 12})
+        r = Resolver([tmp_path], bundled=False)
+        assert set(r.check_all()) == {"iglu:com.acme/broken/jsonschema/1-0-0",
+                                      "iglu:com.acme/badtype/jsonschema/1-0-0"}
+
+    def test_self_describing_needs_schema_and_data(self, resolver: Resolver) -> None:
+        with pytest.raises(IgluError):
+            resolver.validate_self_describing({"data": {}})
+        assert resolver.validate_self_describing(
+            {"schema": ORDER, "data": {"order_id": "o", "total": 1, "currency": "EUR",
+                                       "items": 1}}) == []
