@@ -166,10 +166,10 @@ class GroupCommitter:
             # broken one. If Kafka is down this fails too; the next batch tries again.
             try:
                 await loop.run_in_executor(self._executor, self.sink.rebuild)
-            except Exception as rexc:  # noqa: BLE001 - logged, retried on the next batch
+            except Exception as rexc:
                 log.warning("snowplow.producer_rebuild_failed", extra={"error": str(rexc)})
             return
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the loop
+        except Exception as exc:
             log.exception("snowplow.commit_crashed")
             self._failed(live, "error", exc, len(outputs))
             return

@@ -23,7 +23,8 @@ from .protocol import EVENT_KINDS, ProtocolError, decode_base64url
 UNSTRUCT_VENDOR = ("com.snowplowanalytics.snowplow", "unstruct_event")
 CONTEXTS_VENDOR = ("com.snowplowanalytics.snowplow", "contexts")
 ANONYMOUS_NUID = "00000000-0000-0000-0000-000000000000"
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # Namespace for event ids derived from content when a tracker sent none (see derive_event_id).
 _DERIVED_NS = uuid.UUID("6f1c3a0e-5d8b-4b7e-9a51-2c1f0d7e4b3a")
 # Parameters that change between a tracker's retries of the same event.
@@ -290,5 +291,6 @@ def _check_wrapper(resolver: Resolver, doc: Any, expected: tuple[str, str],
     key = SchemaKey.parse(doc["schema"])
     if (key.vendor, key.name) != expected:
         raise EventRejected("protocol", "tracker_protocol",
-                            f"{at} wrapper schema is {key.uri}, expected {expected[0]}/{expected[1]}")
+                            f"{at} wrapper schema is {key.uri}, "
+                            f"expected {expected[0]}/{expected[1]}")
     return resolver.validate(key, doc["data"], at + ".data")

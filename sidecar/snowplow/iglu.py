@@ -55,11 +55,13 @@ class SchemaKey:
     @classmethod
     def parse(cls, uri: object) -> SchemaKey:
         if not isinstance(uri, str):
-            raise IgluError("invalid_schema_key", f"schema key must be a string, got {_kind(uri)}")
+            raise IgluError("invalid_schema_key",
+                            f"schema key must be a string, got {_kind(uri)}")
         m = _KEY_RE.match(uri)
         if m is None:
             raise IgluError("invalid_schema_key",
-                            f"not an Iglu schema key (iglu:vendor/name/format/M-R-A): {uri[:200]!r}")
+                            "not an Iglu schema key (iglu:vendor/name/format/M-R-A): "
+                            f"{uri[:200]!r}")
         return cls(m["vendor"], m["name"], m["format"], m["version"])
 
     @property
@@ -112,7 +114,8 @@ class Resolver:
                 try:
                     doc = json.loads(file.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise IgluError("invalid_schema", f"{key.uri}: unreadable schema: {exc}") from exc
+                    raise IgluError("invalid_schema",
+                                    f"{key.uri}: unreadable schema: {exc}") from exc
                 if not isinstance(doc, dict):
                     raise IgluError("invalid_schema", f"{key.uri}: schema is not a JSON object")
                 return doc

@@ -17,8 +17,8 @@ from sidecar.common.envelope import Envelope
 
 from .badrows import BadRow, RequestInfo
 from .events import EventRejected, RequestContext, TrackerEvent, build_event
-from .iglu import Resolver, Violation
 from .identity import CookieConfig, Identity, client_ip, is_anonymous, resolve_identity
+from .iglu import Resolver, Violation
 from .protocol import (
     PIXEL_PATHS,
     TP2_PATH,
@@ -34,7 +34,8 @@ from .protocol import (
 from .routing import Router
 
 SOURCE = "snowplow"
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True, slots=True)

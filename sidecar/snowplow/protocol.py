@@ -101,7 +101,8 @@ def decode_base64url(value: str) -> bytes:
 def check_media_type(content_type: str | None) -> None:
     """A tp2 body must be JSON in UTF-8 (or a beacon's text/plain)."""
     if not content_type:
-        raise ProtocolError("content_type", "POST without a Content-Type; expected application/json")
+        raise ProtocolError("content_type",
+                            "POST without a Content-Type; expected application/json")
     media, _, rest = content_type.partition(";")
     media = media.strip().lower()
     params = {}

@@ -20,6 +20,7 @@ import base64
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,8 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sidecar.common.envelope import now_ms
 
 from .committer import GroupCommitter
-from .iglu import Resolver
 from .identity import cors_headers, preflight_headers
+from .iglu import Resolver
 from .metrics import Metrics
 from .pipeline import CollectorCore, RawRequest
 from .protocol import PIXEL_PATHS, TP2_PATH
@@ -82,7 +83,7 @@ class Collector:
         while not self.draining:
             try:
                 await loop.run_in_executor(self._kafka_thread, self.sink.start)
-            except Exception as exc:  # noqa: BLE001 - Kafka not there yet: keep trying
+            except Exception as exc:
                 log.warning("snowplow.kafka_not_ready", extra={"error": str(exc)})
                 await asyncio.sleep(START_RETRY_S)
                 continue
@@ -115,8 +116,7 @@ class Collector:
     # -- the app --------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("OPTIONS", "/{tail:.*}", self.preflight)
+        app = web.Application(middlewares=[self._preflight_middleware])
         app.router.add_get("/health", self.health)
         app.router.add_get("/sink-health", self.sink_health)
         app.router.add_get("/metrics", self.metrics_page)
@@ -145,6 +145,15 @@ class Collector:
 
     async def robots(self, request: web.Request) -> web.Response:
         return web.Response(text=ROBOTS)
+
+    @web.middleware
+    async def _preflight_middleware(self, request: web.Request,
+                                    handler: Any) -> web.StreamResponse:
+        # Any path answers a preflight (as Snowplow collectors do); a route per path would
+        # turn a GET of an unknown path into 405 instead of 404.
+        if request.method == "OPTIONS":
+            return await self.preflight(request)
+        return await handler(request)
 
     async def preflight(self, request: web.Request) -> web.Response:
         self.metrics.requests.labels("options", "200").inc()

@@ -17,7 +17,6 @@ from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson
 from sidecar.snowplow.badrows import BadRow, RequestInfo, encode_original
 from sidecar.snowplow.iglu import Resolver, SchemaKey
 from sidecar.snowplow.pipeline import CollectorCore, Limits, Output, RawRequest
-from sidecar.snowplow.protocol import TP2_PATH
 from sidecar.snowplow.routing import Router
 
 from .conftest import BAD_ROW, ORDER, get, post, tp2_body

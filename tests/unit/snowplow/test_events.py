@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from snowplow_tracker import (
@@ -150,7 +150,7 @@ class TestSelfDescribing:
 
 
 class TestIdsAndTimestamps:
-    BASE = {"e": "pv", "tv": "js-3.0", "p": "web", "url": "https://a.example/"}
+    BASE: ClassVar[dict[str, str]] = {"e": "pv", "tv": "js-3.0", "p": "web", "url": "https://a.example/"}
 
     def test_true_timestamp_wins(self, resolver: Resolver) -> None:
         ev = build_event({**self.BASE, "dtm": "1700000000000", "stm": "1700000001000",

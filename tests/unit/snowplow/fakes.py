@@ -1,0 +1,51 @@
+"""A sink double: records batches, fails on demand, dedups like the real one."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from sidecar.common.errors import FatalKafkaError, TransactionAborted
+from sidecar.common.ledger import RecentIds
+from sidecar.snowplow.pipeline import Output
+from sidecar.snowplow.sink import BatchResult, plan_batch
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.batches: list[list[Output]] = []
+        self.written: list[Output] = []
+        self.window = RecentIds(10_000)
+        self.fail_next: list[type[Exception]] = []
+        self.gate: threading.Event | None = None   # set: commits block until released
+        self.rebuilt = 0
+        self.started = False
+        self.probe_ok = True
+
+    def start(self) -> None:
+        self.started = True
+
+    def commit(self, outputs: Sequence[Output]) -> BatchResult:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.batches.append(list(outputs))
+        if self.fail_next:
+            raise self.fail_next.pop(0)("injected")
+        ids = [o.dedup_id for o in outputs if o.dedup_id]
+        _, fresh, dups = plan_batch(outputs, self.window.seen(ids))
+        self.written.extend(o for i, o in enumerate(outputs) if i not in dups)
+        for i in fresh:
+            self.window.add(i, 0)
+        return BatchResult(frozenset(dups), len(outputs) - len(dups))
+
+    def rebuild(self) -> None:
+        self.rebuilt += 1
+
+    def probe(self) -> bool:
+        return self.probe_ok
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["FakeSink", "FatalKafkaError", "TransactionAborted"]

@@ -1,0 +1,184 @@
+"""Group commit: batching of concurrent requests, failures, dedup, back-pressure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from sidecar.snowplow.committer import GroupCommitter
+from sidecar.snowplow.metrics import Metrics
+from sidecar.snowplow.pipeline import Output
+from sidecar.snowplow.settings import CommitSettings
+from sidecar.snowplow.sink import SinkUnavailable
+
+from .fakes import FakeSink, FatalKafkaError, TransactionAborted
+
+
+def out(i: str, outcome: str = "good") -> Output:
+    return Output("t", i.encode(), b"{}", outcome, i, "x")
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_one_transaction() -> None:
+    sink = FakeSink()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=50), Metrics())
+        c.start()
+        results = await asyncio.gather(*(c.submit([out(f"{r}-{j}") for j in range(10)])
+                                         for r in range(8)))
+        await c.close()
+        assert all(r.good == 10 and r.duplicates == 0 for r in results)
+
+    run(main())
+    assert len(sink.batches) == 1 and len(sink.batches[0]) == 80
+
+
+def test_requests_during_a_commit_form_the_next_batch() -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=0), Metrics())
+        c.start()
+        first = asyncio.ensure_future(c.submit([out("a")]))
+        while not sink.batches and not sink.gate.is_set():
+            await asyncio.sleep(0.001)
+            if c._queued_events == 0:  # the first batch is in the sink
+                break
+        rest = [asyncio.ensure_future(c.submit([out(f"b{i}")])) for i in range(5)]
+        await asyncio.sleep(0.01)
+        sink.gate.set()
+        await asyncio.gather(first, *rest)
+        await c.close()
+
+    run(main())
+    assert [len(b) for b in sink.batches] == [1, 5]
+
+
+def test_max_events_caps_a_batch() -> None:
+    sink = FakeSink()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=20, max_events=25), Metrics())
+        c.start()
+        await asyncio.gather(*(c.submit([out(f"{r}-{j}") for j in range(10)])
+                               for r in range(6)))
+        await c.close()
+
+    run(main())
+    assert all(len(b) <= 25 for b in sink.batches) and sum(map(len, sink.batches)) == 60
+
+
+@pytest.mark.parametrize("error", [TransactionAborted, FatalKafkaError])
+def test_a_failed_batch_fails_every_request_in_it(error: type[Exception]) -> None:
+    sink = FakeSink()
+    sink.fail_next = [error]
+    metrics = Metrics()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=30), metrics)
+        c.start()
+        results = await asyncio.gather(c.submit([out("a")]), c.submit([out("b")]),
+                                       return_exceptions=True)
+        assert all(isinstance(r, SinkUnavailable) for r in results)
+        assert not c.healthy
+        again = await c.submit([out("a")])          # the tracker's retry
+        assert again.good == 1 and c.healthy
+        await c.close()
+
+    run(main())
+    assert [o.dedup_id for o in sink.written] == ["a"]
+    assert sink.rebuilt == (1 if error is FatalKafkaError else 0)
+
+
+def test_retries_are_answered_as_duplicates() -> None:
+    sink = FakeSink()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=0), Metrics())
+        c.start()
+        first = await c.submit([out("a"), out("b"), out("bad-1", "bad")])
+        retry = await c.submit([out("a"), out("b"), out("c"), out("c")])
+        await c.close()
+        assert (first.good, first.bad, first.duplicates) == (2, 1, 0)
+        assert (retry.good, retry.duplicates) == (1, 3)
+
+    run(main())
+    assert [o.dedup_id for o in sink.written] == ["a", "b", "bad-1", "c"]
+
+
+def test_timeout_answers_503_without_cancelling_the_commit() -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=0, request_timeout_s=0.05),
+                           Metrics())
+        c.start()
+        with pytest.raises(SinkUnavailable, match="not committed within"):
+            await c.submit([out("a")])
+        sink.gate.set()
+        retry = await c.submit([out("a")])
+        assert retry.duplicates == 1
+        await c.close()
+
+    run(main())
+    assert len(sink.written) == 1
+
+
+def test_back_pressure() -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=0, max_queued_events=10), Metrics())
+        c.start()
+        first = asyncio.ensure_future(c.submit([out(f"a{i}") for i in range(10)]))
+        await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(c.submit([out(f"b{i}") for i in range(10)]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(SinkUnavailable, match="too many"):
+            await c.submit([out("c")])
+        sink.gate.set()
+        await asyncio.gather(first, queued)
+        await c.close()
+
+    run(main())
+
+
+def test_close_commits_what_is_queued_and_refuses_more() -> None:
+    sink = FakeSink()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=1000), Metrics())
+        c.start()
+        pending = asyncio.ensure_future(c.submit([out("a")]))
+        await asyncio.sleep(0.01)
+        await c.close()
+        assert (await pending).good == 1
+        with pytest.raises(SinkUnavailable):
+            await c.submit([out("b")])
+
+    run(main())
+
+
+def test_unsafe_mode_answers_before_the_commit() -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(unsafe_ack_before_commit=True), Metrics())
+        c.start()
+        r = await c.submit([out("a")])
+        assert r.good == 1 and not sink.written
+        sink.gate.set()
+        await c.close()
+
+    run(main())
+    assert len(sink.written) == 1
