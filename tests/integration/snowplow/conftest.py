@@ -1,0 +1,208 @@
+"""Fixtures for the collector's integration tests: real Kafka, a collector subprocess.
+
+Kafka comes from the lead's session fixture ``stack`` (tests/integration/conftest.py). Until
+the whole stack answers locally, a Kafka that already answers on ``KAFKA_BOOTSTRAP`` (default
+localhost:9092) is enough for these tests; under ``CI=true`` only ``stack`` is used.
+
+Each test gets its own topics, ledger and transactional id, and its own collector process
+on a free port, so a test can SIGKILL it and start it again with the same config.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from tests.integration.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[3]
+READY_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    config = Stack.from_env()
+    if os.environ.get("CI") == "true" or config.all_ready():
+        stack: Stack = request.getfixturevalue("stack")
+        return stack.kafka_bootstrap
+    if config.kafka_ready():
+        return config.kafka_bootstrap
+    pytest.skip(f"Kafka does not answer at {config.kafka_bootstrap}: run `make up`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str,
+               every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class CollectorProcess:
+    config_path: Path
+    log_path: Path
+    port: int
+    topics: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> CollectorProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "snowplow", "--config", str(self.config_path)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        self.starts += 1
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"collector exited with {self.proc.returncode}:\n"
+                                     + self.log_path.read_text()[-3000:])
+            try:
+                return httpx.get(f"{self.url}/sink-health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(ready, timeout, "the collector's /sink-health")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def collector(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]:
+    """``collector(**overrides)``: a started collector with per-test topics."""
+    started: list[CollectorProcess] = []
+
+    def make(start: bool = True, **overrides: Any) -> CollectorProcess:
+        token = uuid.uuid4().hex[:8]
+        topics = {"default": f"sp-events-{token}", "bad": f"sp-bad-{token}",
+                  "views": f"sp-views-{token}", "orders": f"sp-orders-{token}",
+                  "ledger": f"sp-ledger-{token}"}
+        port = free_port()
+        cfg: dict[str, Any] = {
+            "instance_id": f"itest-{token}",
+            "http": {"host": "127.0.0.1", "port": port},
+            "cookie": {"secure": False, "same_site": "Lax"},
+            "kafka": {"bootstrap_servers": kafka_bootstrap, "topic_partitions": 2},
+            "topics": {"default": topics["default"], "bad": topics["bad"], "routes": [
+                {"name": "views", "kind": "page_view", "topic": topics["views"]},
+                {"name": "orders",
+                 "schema": "iglu:com.conveyor.grocer/order_placed/jsonschema/1-*-*",
+                 "topic": topics["orders"]},
+            ]},
+            "dedup": {"ledger_topic": topics["ledger"]},
+            "shutdown_timeout_s": 20,
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                cfg.setdefault(key, {}).update(value)
+            else:
+                cfg[key] = value
+        path = tmp_path / f"collector-{token}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = CollectorProcess(path, tmp_path / f"collector-{token}.log", port, topics)
+        started.append(proc)
+        return proc.start() if start else proc
+
+    yield make
+    for proc in started:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.terminate(10)
+
+
+def read_committed(bootstrap: str, topics: list[str], timeout: float = 30.0
+                   ) -> list[tuple[str, bytes | None, bytes]]:
+    """Every record of ``topics`` as a read_committed consumer sees it, to the end.
+
+    Callers read after the collector answered, i.e. after the commits: the committed end
+    is then the end, and reaching it on every partition means everything was read.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(timeout=10)
+    parts = [TopicPartition(t, p, 0) for t in topics if t in meta.topics
+             for p in meta.topics[t].partitions]
+    if not parts:
+        return []
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}",
+                         "isolation.level": "read_committed", "enable.partition.eof": True,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    ends = {}
+    for tp in parts:
+        _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        ends[(tp.topic, tp.partition)] = high
+    consumer.assign(parts)
+    out: list[tuple[str, bytes | None, bytes]] = []
+    pending = {k for k, high in ends.items() if high > 0}
+    deadline = time.monotonic() + timeout
+    try:
+        while pending:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {sorted(pending)} to the end")
+            for msg in consumer.consume(500, timeout=0.2):
+                key = (msg.topic(), msg.partition())
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= ends[key] - 1:
+                            pending.discard(key)
+                        continue
+                    raise AssertionError(err.str())
+                out.append((msg.topic(), msg.key(), msg.value()))
+                if msg.offset() + 1 >= ends[key]:
+                    pending.discard(key)
+    finally:
+        consumer.close()
+    return out

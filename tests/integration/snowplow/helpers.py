@@ -1,0 +1,76 @@
+"""Driving the collector with the real snowplow-tracker client and reading what landed."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from snowplow_tracker import Emitter, Tracker
+
+from .conftest import read_committed, wait_until
+
+
+@dataclass
+class Outcomes:
+    """What the tracker was told, per event id."""
+
+    ok: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_success(self, events: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.ok.extend(str(e["eid"]) for e in events)
+
+    def on_failure(self, _n: int, events: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.failed.extend(str(e["eid"]) for e in events)
+
+
+def make_tracker(endpoint: str, method: str = "post", *, batch_size: int = 1,
+                 namespace: str = "itest", app_id: str = "shop",
+                 encode_base64: bool = True, anonymous: bool = False,
+                 max_retry_delay_seconds: int = 60) -> tuple[Tracker, Emitter, Outcomes]:
+    outcomes = Outcomes()
+    session = requests.Session()
+    if anonymous:
+        session.headers["SP-Anonymous"] = "*"
+    emitter = Emitter(endpoint, protocol="http", method=method, batch_size=batch_size,
+                      on_success=outcomes.on_success, on_failure=outcomes.on_failure,
+                      request_timeout=10, session=session,
+                      max_retry_delay_seconds=max_retry_delay_seconds)
+    tracker = Tracker(namespace, emitter, app_id=app_id, encode_base64=encode_base64)
+    return tracker, emitter, outcomes
+
+
+def drained(emitter: Emitter) -> bool:
+    """The tracker has nothing left to send and no retry pending."""
+    return emitter.event_store.size() == 0 and not emitter.retry_timer.is_active()
+
+
+def flush_all(emitter: Emitter, timeout: float = 60) -> None:
+    emitter.flush()
+    wait_until(lambda: drained(emitter) or (emitter.flush() is None and drained(emitter)),
+               timeout, "the tracker to drain its buffer", every=0.2)
+
+
+def landed(bootstrap: str, topics: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Good envelopes and bad rows (as JSON) by topic role."""
+    by_topic = {v: k for k, v in topics.items()}
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in topics}
+    names = [t for role, t in topics.items() if role != "ledger"]
+    for topic, _key, value in read_committed(bootstrap, names):
+        out[by_topic[topic]].append(json.loads(value))
+    return out
+
+
+def good_events(found: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [e for role in ("default", "views", "orders") for e in found[role]]
+
+
+def duplicates(ids: list[str]) -> dict[str, int]:
+    return {k: n for k, n in Counter(ids).items() if n > 1}
