@@ -8,9 +8,11 @@ files), ``amqp`` (every pika call), ``bridge`` (the I/O loop), ``metrics``, ``ch
 How exactly-once holds
 ----------------------
 1. Deliveries are batched (``batch.max_messages`` / ``max_bytes`` / ``max_wait_ms``).
-2. For a batch, the ledger is consulted: when any delivery is flagged ``redelivered`` the
-   ledger is first read (read_committed) past every transaction that had written to it
-   before we asked, so whatever another instance (or our previous life) committed is known.
+2. For a batch, the ledger is consulted: it is first read (read_committed) past every
+   transaction that had written to it before we asked, so whatever another instance (or
+   our previous life) committed is known. This covers RabbitMQ redeliveries and publisher
+   retries (a message re-published with the same message_id). With ``ledger.sync:
+   redelivered`` the read-to-end happens only for batches holding a redelivered delivery.
 3. Routed records, dead letters and one ledger record per new event_id are produced in
    one transaction (``transactional.id`` = ``conveyor-rabbitmq-<stream>-<instance>-<queue>``;
    a restarted instance fences its zombie).

@@ -286,8 +286,8 @@ class QueuePipeline:
         """On the Kafka thread: dedup, plan, commit. Raises to abort."""
         assert self._producer is not None and self._ledger is not None
         prepared = [self._core.prepare(d) for d in items]
-        redelivered = any(d.redelivered for d in items)
-        seen = self._ledger.seen([p.event_id for p in prepared], sync=redelivered,
+        sync = self.s.ledger.sync == "always" or any(d.redelivered for d in items)
+        seen = self._ledger.seen([p.event_id for p in prepared], sync=sync,
                                  timeout=self.s.ledger.sync_timeout_s)
         plan = self._core.plan(prepared, seen, now_ms())
         records = [*plan.records, *self._ledger.record(plan.ledger_ids)]

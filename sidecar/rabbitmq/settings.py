@@ -127,6 +127,12 @@ class LedgerSettings(_Model):
     create_topic: bool = True
     partitions: int = Field(default=1, ge=1)
     replication_factor: int = Field(default=-1)
+    # When to read the ledger to its committed end before deciding about a batch:
+    # "always" also catches publisher retries (same message_id published twice, which
+    # RabbitMQ does not flag as redelivered); "redelivered" only when a delivery in the
+    # batch carries the redelivered flag (saves a round trip per batch; publisher
+    # duplicates are then caught only when the ledger reader already has them).
+    sync: Literal["always", "redelivered"] = "always"
     # How long a batch may wait for the ledger to be read to its committed end.
     sync_timeout_s: float = Field(default=30.0, gt=0)
 

@@ -1,0 +1,227 @@
+"""The RabbitMQ bridge on the real stack: what a user would check in Kafka afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rmq_harness import (
+    ROOT,
+    SCHEMAS,
+    BridgeProcess,
+    Publisher,
+    bridge_env,
+    declare,
+    free_port,
+    queue_depth,
+    read_committed,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class Scenario:
+    """One stream: its exchange, queue, topics and the bridges draining it."""
+
+    def __init__(self, stack: Any, unique: Callable[[str], str], tmp_path: Path) -> None:
+        self.stack = stack
+        self.stream = unique("rmq")
+        self.exchange = f"{self.stream}.ex"
+        self.queue = f"{self.stream}.q"
+        self.tmp = tmp_path
+        self.bridges: list[BridgeProcess] = []
+        self.publisher = Publisher(stack.rabbitmq_url, self.exchange)
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.stream}.dlq"
+
+    def topic(self, name: str) -> str:
+        return f"{self.stream}.{name}"
+
+    def config(self, routes: list[dict[str, Any]] | None = None, **extra: Any) -> Path:
+        routes = routes if routes is not None else [
+            {"routing_key": "entity.#", "topic": f"{self.stream}.entities",
+             "key": "payload:entity"}]
+        return write_config(self.tmp / "bridge.yaml", self.stack, self.stream, self.queue,
+                            self.exchange, routes, **extra)
+
+    def bridge(self, config: Path, instance: str = "a") -> BridgeProcess:
+        port = free_port()
+        b = BridgeProcess(config, bridge_env(self.stack, instance, port),
+                          self.tmp / f"bridge-{instance}.log", port)
+        self.bridges.append(b)
+        return b
+
+    def close(self) -> None:
+        for b in self.bridges:
+            if b.proc is not None and b.proc.poll() is None:
+                b.stop()
+        self.publisher.close()
+
+
+@pytest.fixture
+def scenario(rmq_stack: Any, unique: Callable[[str], str],
+             tmp_path: Path) -> Iterator[Scenario]:
+    s = Scenario(rmq_stack, unique, tmp_path)
+    declare(rmq_stack, s.exchange, s.queue)
+    yield s
+    s.close()
+
+
+def publish_entities(s: Scenario, n: int, entities: int = 25, prefix: str = "m") -> None:
+    for i in range(n):
+        body = json.dumps({"entity": f"e{i % entities}", "seq": i // entities}).encode()
+        s.publisher.publish(f"entity.{i % 4}", body, message_id=f"{prefix}{i}")
+
+
+def assert_exactly_once(landed: list[Any], expected_ids: set[str]) -> None:
+    counts = Counter(rec.event_id for rec in landed)
+    dups = {k: c for k, c in counts.items() if c > 1}
+    assert not dups, f"{len(dups)} duplicated event_ids, e.g. {list(dups.items())[:5]}"
+    missing = expected_ids - set(counts)
+    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:5]}"
+    assert set(counts) == expected_ids
+
+
+def assert_per_key_order(landed: list[Any]) -> None:
+    by_entity: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for rec in landed:
+        payload = rec.json()["payload"]
+        by_entity[payload["entity"]].append((rec.partition, rec.offset, payload["seq"]))
+    for entity, rows in by_entity.items():
+        assert len({p for p, _, _ in rows}) == 1, f"{entity} spread over partitions"
+        seqs = [seq for _, _, seq in sorted(rows)]
+        assert seqs == sorted(seqs), f"{entity} out of order"
+
+
+def test_n_messages_land_exactly_once_in_order(scenario: Scenario) -> None:
+    s = scenario
+    bridge = s.bridge(s.config()).start()
+    bridge.wait_ready()
+    n = 3000
+    publish_entities(s, n)
+    wait_for(lambda: bridge.metric_sum("conveyor_rabbitmq_produced_total{kind=\"routed\"")
+             >= n, 120, "all messages routed")
+    assert bridge.stop() == 0
+    assert queue_depth(s.stack, s.queue) == 0
+    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
+    assert_exactly_once(landed, {f"m{i}" for i in range(n)})
+    assert_per_key_order(landed)
+    env = landed[0].json()
+    assert set(env) >= {"event_id", "event_type", "source", "accepted_at", "attributes",
+                        "payload"}
+    assert env["source"] == f"rabbitmq:{s.stream}"
+    assert landed[0].headers["amqp.message_id"] == env["event_id"].encode()
+
+
+def test_poison_messages_are_dead_lettered_with_reasons(scenario: Scenario) -> None:
+    s = scenario
+    routes = [
+        {"routing_key": "order.placed", "topic": s.topic("orders"), "format": "avro",
+         "schema": str(SCHEMAS / "order_placed.avsc"), "key": "payload:order_id"},
+        {"routing_key": "robot.#", "topic": s.topic("robots"), "format": "json",
+         "schema": str(SCHEMAS / "robot_telemetry.json")},
+    ]
+    bridge = s.bridge(s.config(routes, max_message_bytes=10_000)).start()
+    bridge.wait_ready()
+    good_order = {"order_id": "o-1", "customer_id": "c", "total_cents": 100}
+    good_robot = {"robot_id": "r", "ts": "2026-01-01T00:00:00Z", "battery_pct": 50}
+    cases = {
+        "ok-order": ("order.placed", json.dumps(good_order).encode()),
+        "ok-robot": ("robot.telemetry", json.dumps(good_robot).encode()),
+        "undecodable": ("order.placed", b"\x00\x01 not json at all"),
+        "schema-avro": ("order.placed", json.dumps({"order_id": 7}).encode()),
+        "schema-json": ("robot.telemetry", json.dumps({"robot_id": "r"}).encode()),
+        "no_route": ("nobody.listens", b"{}"),
+        "oversize": ("robot.telemetry", json.dumps({"pad": "x" * 20_000}).encode()),
+    }
+    for mid, (rk, body) in cases.items():
+        s.publisher.publish(rk, body, message_id=mid, headers={"trace": mid})
+    wait_for(lambda: bridge.metric_sum("conveyor_rabbitmq_consumed_total") >= len(cases)
+             and bridge.metric_sum("conveyor_rabbitmq_unacked_in_flight") == 0,
+             60, "every message handled")
+    assert bridge.stop() == 0
+    assert queue_depth(s.stack, s.queue) == 0  # the queue never blocks
+
+    dead = {r.event_id: r for r in read_committed(s.stack.kafka_bootstrap, [s.dlq])}
+    expected = {"undecodable": "undecodable", "schema-avro": "schema",
+                "schema-json": "schema", "no_route": "no_route", "oversize": "oversize"}
+    assert set(dead) == set(expected)
+    for mid, reason in expected.items():
+        rec = dead[mid]
+        assert rec.headers["conveyor.dlq.reason"] == reason.encode()
+        assert rec.headers["conveyor.dlq.detail"]
+        assert rec.value == cases[mid][1]  # original bytes
+        assert rec.headers["amqp.header.trace"] == mid.encode()
+    orders = read_committed(s.stack.kafka_bootstrap, [s.topic("orders")])
+    robots = read_committed(s.stack.kafka_bootstrap, [s.topic("robots")])
+    assert [r.event_id for r in orders] == ["ok-order"]
+    assert orders[0].value[:1] == b"\x00"  # type: ignore[index]  # Confluent wire format
+    assert [r.event_id for r in robots] == ["ok-robot"]
+
+
+def test_two_instances_share_the_work_without_duplicates(scenario: Scenario) -> None:
+    s = scenario
+    config = s.config(rabbitmq={"prefetch": 200}, batch={"max_messages": 100})
+    a = s.bridge(config, "a").start()
+    b = s.bridge(config, "b").start()
+    a.wait_ready()
+    b.wait_ready()
+    n = 4000
+    publish_entities(s, n, prefix="two-")
+    routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
+    wait_for(lambda: a.metric_sum(routed) + b.metric_sum(routed) >= n, 120, "all routed")
+    share_a, share_b = a.metric_sum(routed), b.metric_sum(routed)
+    assert a.stop() == 0 and b.stop() == 0
+    assert share_a > 0 and share_b > 0, (share_a, share_b)
+    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
+    assert_exactly_once(landed, {f"two-{i}" for i in range(n)})
+
+
+def test_redelivery_after_commit_is_a_no_op(scenario: Scenario) -> None:
+    """The ledger at work: the same messages again (as after a crash between commit and
+    ack) are acked and counted as dedup hits, not produced twice, also by a fresh process."""
+    s = scenario
+    config = s.config()
+    bridge = s.bridge(config).start()
+    bridge.wait_ready()
+    publish_entities(s, 500, prefix="r")
+    wait_for(lambda: bridge.metric_sum("conveyor_rabbitmq_produced_total{kind=\"routed\"")
+             >= 500, 60, "first pass routed")
+    assert bridge.stop() == 0
+    again = s.bridge(config, "a").start()  # same instance id: fences nothing left open
+    again.wait_ready()
+    publish_entities(s, 500, prefix="r")  # same message ids
+    wait_for(lambda: again.metric_sum("conveyor_rabbitmq_dedup_hits_total") >= 500, 60,
+             "all recognised")
+    assert again.metric_sum("conveyor_rabbitmq_produced_total{kind=\"routed\"") == 0
+    assert again.stop() == 0
+    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
+    assert_exactly_once(landed, {f"r{i}" for i in range(500)})
+
+
+def test_check_validates_config_and_connectivity(scenario: Scenario) -> None:
+    s = scenario
+    config = s.config()
+    env = bridge_env(s.stack, "check", free_port())
+    cmd = [sys.executable, "-m", "sidecar", "rabbitmq", "--config", str(config), "--check"]
+    ok = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok   kafka" in ok.stdout and "ok   rabbitmq" in ok.stdout
+    missing = write_config(s.tmp / "missing.yaml", s.stack, s.stream, f"{s.queue}.nope",
+                           s.exchange, [{"topic": "t"}])
+    bad = subprocess.run(
+        [sys.executable, "-m", "sidecar", "rabbitmq", "--config", str(missing), "--check"],
+        env={**env, "CONVEYOR_RMQ__RABBITMQ__TOPOLOGY__DECLARE": "false"},
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 4, bad.stdout + bad.stderr
+    assert "FAIL rabbitmq" in bad.stdout
