@@ -267,6 +267,10 @@ class QueuePipeline:
             time.monotonic() - inflight.closed_at)
         self.m.batch_size.labels(self.queue).observe(inflight.count)
         self.m.dedup_hits.labels(self.queue).inc(plan.duplicates)
+        if plan.duplicates:
+            log.info("batch.duplicates_skipped", extra={"queue": self.queue,
+                                                        "duplicates": plan.duplicates,
+                                                        "messages": inflight.count})
         self.m.produced.labels(self.queue, "routed").inc(plan.routed)
         self.m.produced.labels(self.queue, "ledger").inc(len(plan.ledger_ids))
         for reason, n in plan.dead_letters.items():

@@ -82,9 +82,11 @@ def main(config_path: Path, check: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(Exit.CONFIG)
     logs.configure(settings.log_level)
-    # pika logs every socket step at INFO and the registry client every request: our own
-    # events (rabbitmq.connected, rabbitmq.lost, ...) say what matters.
-    for noisy in ("pika", "httpx", "httpx2"):
+    # pika logs every socket step at INFO (and a lost connection as an ERROR with a
+    # traceback), the registry client every request: our own events (rabbitmq.lost,
+    # rabbitmq.reconnecting, batch.aborted, ...) say what matters, once.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    for noisy in ("httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if check:
         from .check import run_check
