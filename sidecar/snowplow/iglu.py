@@ -7,10 +7,15 @@ protocol needs, our bad-row format and a few example business schemas); deployme
 their own repositories in front of it (``iglu.repositories`` in the settings).
 
 Resolution is by exact version, as in Iglu: ``1-0-0`` and ``1-0-1`` are different schemas.
-Iglu schemas are JSON Schema draft 4, so they are compiled with ``Draft4Validator`` (with
-its format checker) whatever their ``$schema`` says: the self-describing meta-schema URI
-is not one the jsonschema library knows. Compiled validators are cached per schema key,
-which matters: compiling costs far more than validating a small event.
+Iglu schemas are JSON Schema draft 4, whatever their ``$schema`` says (the self-describing
+meta-schema URI is not one the libraries know).
+
+Two validators per schema, both compiled once and cached per schema key:
+- fastjsonschema turns the schema into Python code: it answers "valid?" for every event
+  on the hot path, about ten times faster than walking the schema;
+- jsonschema's ``Draft4Validator`` (with its format checker) is the reference: it runs only
+  when the fast one finds a problem, to list every violation with its path for the bad row,
+  and its verdict is final (if it finds nothing, the instance is valid).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import SchemaError
 
@@ -32,6 +38,7 @@ _KEY_RE = re.compile(
     r"^iglu:(?P<vendor>[a-zA-Z0-9\-_.]+)/(?P<name>[a-zA-Z0-9\-_]+)/"
     r"(?P<format>[a-zA-Z0-9\-_]+)/(?P<version>[0-9]+-[0-9]+-[0-9]+)$"
 )
+DRAFT4 = "http://json-schema.org/draft-04/schema#"
 # Errors reported per failing instance: enough to fix the tracker, bounded for the bad row.
 MAX_ERRORS = 10
 
@@ -101,6 +108,7 @@ class Resolver:
             repos.append(BUNDLED_REPOSITORY)
         self.repositories = repos
         self._validators: dict[SchemaKey, Draft4Validator] = {}
+        self._fast: dict[SchemaKey, Callable[[Any], Any]] = {}
         self._missing: set[SchemaKey] = set()
         self._lock = threading.Lock()
 
@@ -138,12 +146,35 @@ class Resolver:
                 raise IgluError("invalid_schema", f"{key.uri}: not a valid JSON Schema: "
                                                   f"{exc.message}") from exc
             compiled = Draft4Validator(doc, format_checker=Draft4Validator.FORMAT_CHECKER)
+            try:
+                fast = fastjsonschema.compile({**doc, "$schema": DRAFT4})
+            except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError,
+                    RecursionError):
+                fast = _always_ask_reference  # a construct it cannot compile: use the reference
+            self._fast[key] = fast
             self._validators[key] = compiled
             return compiled
+
+    def is_valid(self, key: SchemaKey, instance: Any) -> bool:
+        """The fast check; on a failure the reference validator has the final word."""
+        fast = self._fast.get(key)
+        if fast is None:
+            self.validator(key)
+            fast = self._fast[key]
+        try:
+            fast(instance)
+            return True
+        except fastjsonschema.JsonSchemaValueException:
+            return not any(True for _ in self._validators[key].iter_errors(instance))
 
     def validate(self, key: SchemaKey, instance: Any, at: str = "$") -> list[Violation]:
         """Violations of ``instance`` against the schema ``key`` (empty when valid)."""
         validator = self.validator(key)
+        try:
+            self._fast[key](instance)
+            return []
+        except fastjsonschema.JsonSchemaValueException:
+            pass
         out: list[Violation] = []
         for err in validator.iter_errors(instance):
             out.append(Violation(at + _json_path(err.absolute_path), err.message[:500], key.uri))
@@ -184,6 +215,10 @@ class Resolver:
             except IgluError as exc:
                 problems[key.uri] = exc.message
         return problems
+
+
+def _always_ask_reference(instance: Any) -> None:
+    raise fastjsonschema.JsonSchemaValueException("not compiled; ask the reference validator")
 
 
 def _check_self(key: SchemaKey, doc: dict[str, Any]) -> None:

@@ -69,8 +69,15 @@ class RawEvent:
 
     index: int
     params: dict[str, Any]
-    original: bytes
+    raw: Any  # bytes as received (GET), or the JSON item of a tp2 batch
     violations: tuple[Violation, ...] = ()
+
+    @property
+    def original(self) -> bytes:
+        # Serialised only for bad rows: most events never need it.
+        if isinstance(self.raw, bytes):
+            return self.raw
+        return json.dumps(self.raw, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def parse_querystring(query: str) -> dict[str, str]:
@@ -179,11 +186,12 @@ def parse_tp2(body: bytes, resolver: Resolver) -> list[RawEvent]:
         raise ProtocolError("payload_format", "payload_data.data must be a non-empty array")
     try:
         validator = resolver.validator(key)
+        valid = resolver.is_valid(key, data)
     except IgluError as exc:
         raise ProtocolError("payload_format", exc.message) from exc
 
     per_item: dict[int, list[Violation]] = {}
-    for err in validator.iter_errors(data):
+    for err in () if valid else validator.iter_errors(data):
         path = list(err.absolute_path)
         if not path or not isinstance(path[0], int):
             raise ProtocolError("payload_format", f"payload_data: {err.message[:300]}",
@@ -195,9 +203,8 @@ def parse_tp2(body: bytes, resolver: Resolver) -> list[RawEvent]:
 
     events = []
     for i, item in enumerate(data):
-        original = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
         params = dict(item) if isinstance(item, dict) else {"_": item}
-        events.append(RawEvent(i, params, original, tuple(per_item.get(i, ()))))
+        events.append(RawEvent(i, params, item, tuple(per_item.get(i, ()))))
     return events
 
 
@@ -205,4 +212,4 @@ def merge_query(events: list[RawEvent], query: dict[str, str]) -> list[RawEvent]
     """Querystring parameters of a POST apply to every event; the body's values win."""
     if not query:
         return events
-    return [RawEvent(e.index, {**query, **e.params}, e.original, e.violations) for e in events]
+    return [RawEvent(e.index, {**query, **e.params}, e.raw, e.violations) for e in events]
