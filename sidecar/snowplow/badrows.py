@@ -39,13 +39,13 @@ Checks, in the order the collector runs them:
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.common.envelope import iso_ms
 
+from . import codec
 from .iglu import Violation
 
 BAD_ROW_SCHEMA = "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0"
@@ -117,8 +117,7 @@ class BadRow:
         }
 
     def to_json(self, max_original_bytes: int) -> bytes:
-        return json.dumps(self.to_dict(max_original_bytes), ensure_ascii=False,
-                          separators=(",", ":")).encode()
+        return codec.dumps(self.to_dict(max_original_bytes))
 
     @property
     def key(self) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import codec
 from .iglu import IgluError, Resolver, SchemaKey, Violation
 from .protocol import EVENT_KINDS, ProtocolError, decode_base64url
 
@@ -173,7 +174,7 @@ def derive_event_id(params: Mapping[str, Any]) -> str:
     is left out because it changes on every retry.
     """
     canon = json.dumps({k: v for k, v in params.items() if k not in _VOLATILE},
-                       sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                       sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return str(uuid.uuid5(_DERIVED_NS, canon))
 
 
@@ -277,8 +278,8 @@ def _embedded(p: Mapping[str, str], b64_name: str, json_name: str) -> Any:
     else:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return codec.loads(text)
+    except codec.JSONDecodeError as exc:
         raise ProtocolError("embedded_json", f"{where} is not JSON: {exc}") from exc
 
 

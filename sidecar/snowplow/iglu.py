@@ -20,6 +20,7 @@ Two validators per schema, both compiled once and cached per schema key:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -61,6 +62,12 @@ class SchemaKey:
 
     @classmethod
     def parse(cls, uri: object) -> SchemaKey:
+        if isinstance(uri, str) and len(uri) <= 256:
+            return _parse_cached(uri)
+        return cls._parse(uri)
+
+    @classmethod
+    def _parse(cls, uri: object) -> SchemaKey:
         if not isinstance(uri, str):
             raise IgluError("invalid_schema_key",
                             f"schema key must be a string, got {_kind(uri)}")
@@ -215,6 +222,12 @@ class Resolver:
             except IgluError as exc:
                 problems[key.uri] = exc.message
         return problems
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(uri: str) -> SchemaKey:
+    # Every event names its schemas; the same few keys come back all day.
+    return SchemaKey._parse(uri)
 
 
 def _always_ask_reference(instance: Any) -> None:

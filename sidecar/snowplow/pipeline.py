@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sidecar.common.envelope import Envelope
 
+from . import codec
 from .badrows import BadRow, RequestInfo
 from .events import EventRejected, RequestContext, TrackerEvent, build_event
 from .identity import CookieConfig, Identity, client_ip, is_anonymous, resolve_identity
@@ -203,7 +204,12 @@ class CollectorCore:
             occurred_at_ms=event.occurred_at_ms,
             attributes=event.attributes(),
         )
-        value = envelope.to_json()
+        try:
+            value = codec.envelope_json(envelope)
+        except ValueError as exc:
+            row = BadRow("protocol", "encoding", str(exc), raw.original, info, now_ms,
+                         self.collector, event_id=event.event_id, event_index=index)
+            return self._bad_output(row), None
         if len(value) > self.limits.max_event_bytes:
             row = BadRow("size", "event_too_large",
                          f"event envelope of {len(value)} bytes is over the "

@@ -16,12 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import json
 import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from . import codec
 from .iglu import IgluError, Resolver, SchemaKey, Violation
 
 TP2_PATH = "/com.snowplowanalytics.snowplow/tp2"
@@ -77,7 +77,7 @@ class RawEvent:
         # Serialised only for bad rows: most events never need it.
         if isinstance(self.raw, bytes):
             return self.raw
-        return json.dumps(self.raw, ensure_ascii=False, separators=(",", ":")).encode()
+        return codec.dumps(self.raw)
 
 
 def parse_querystring(query: str) -> dict[str, str]:
@@ -167,8 +167,8 @@ def parse_tp2(body: bytes, resolver: Resolver) -> list[RawEvent]:
     except UnicodeDecodeError as exc:
         raise ProtocolError("encoding", f"body is not UTF-8: {exc}") from exc
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = codec.loads(text)
+    except codec.JSONDecodeError as exc:
         raise ProtocolError("json", f"body is not JSON: {exc}") from exc
     if not isinstance(doc, dict) or "schema" not in doc or "data" not in doc:
         raise ProtocolError("payload_format",

@@ -172,10 +172,13 @@ class DedupSettings(_Model):
     ledger_topic: str = Field(default="conveyor.ledger.snowplow", pattern=r"^$|" + _TOPIC)
     window_events: int = Field(default=500_000, ge=1000)
     max_age_s: int = Field(default=24 * 3600, ge=60)
-    # Read the ledger to its committed end before each batch, so a retry that reaches
-    # another replica right after the original committed is caught. Costs one ListOffsets
-    # round trip per batch; without it, replicas learn each other's ids within ~100 ms.
-    sync_each_batch: bool = True
+    # Read the ledger to its committed end before each batch, so that even a retry reaching
+    # another replica within milliseconds of the original's commit is caught. It costs a
+    # ListOffsets round trip plus fetching the batch's own ledger records back, about
+    # 100 ms per batch on a local broker. Off (the default), a replica learns the others'
+    # ids as its ledger consumer fetches them (tens of ms), far sooner than any tracker
+    # retries; its own ids and everything committed before it started are always known.
+    sync_each_batch: bool = False
     sync_timeout_s: float = Field(default=10.0, gt=0)
     ledger_partitions: int = Field(default=1, ge=1)
 

@@ -180,3 +180,36 @@ class TestEncodeOriginal:
     def test_unknown_check_is_refused(self) -> None:
         with pytest.raises(ValueError):
             BadRow("parse", "x", "m", b"", RequestInfo("GET", "/i"), 0, "c")
+
+
+class TestUnicode:
+    def test_lone_surrogate_is_a_bad_row_not_a_crash(self, core: CollectorCore) -> None:
+        body = (b'{"schema":"iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",'
+                b'"data":[{"e":"pv","tv":"t","p":"web","page":"\\ud800"},'
+                b'{"e":"pv","tv":"t","p":"web","page":"fine"}]}')
+        processed = core.process(post(body))
+        assert [o.outcome for o in processed.outputs] == ["bad", "good"]
+        data = _bad(processed.outputs[0], core.resolver)
+        assert (data["check"], data["reason"]) == ("protocol", "encoding")
+        assert json.loads(data["original"]["data"])["page"] == "\ud800"
+
+    def test_big_integers_are_valid_json(self, core: CollectorCore) -> None:
+        body = (b'{"schema":"iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",'
+                b'"data":[{"e":"pv","tv":"t","p":"web","dtm":123456789012345678901234567890}]}')
+        data = _one_bad(core, post(body))
+        assert (data["check"], data["reason"]) == ("protocol", "tracker_protocol")
+
+    def test_fast_envelope_json_is_the_envelope_format(self, core: CollectorCore,
+                                                       capture) -> None:  # type: ignore[no-untyped-def]
+        from sidecar.common.envelope import Envelope
+        tracker, em = capture()
+        tracker.track(SelfDescribing(SelfDescribingJson(ORDER, {"order_id": "é€", "total": 0.1,
+                                                                "currency": "EUR", "items": 3})))
+        value = core.process(post(tp2_body(em.events))).outputs[0].value
+        doc = json.loads(value)
+        env = Envelope(doc["event_id"], doc["event_type"], doc["source"],
+                       core.process(post(tp2_body(em.events))).events[0].ctx.collector_tstamp_ms,
+                       doc["payload"],
+                       core.process(post(tp2_body(em.events))).events[0].occurred_at_ms,
+                       doc["attributes"])
+        assert env.to_json() == value
