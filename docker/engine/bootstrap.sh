@@ -94,6 +94,16 @@ ensure_base_image() {
   rm -rf "$rootfs"
 }
 
+# Hosts behind a TLS-inspecting proxy trust an extra CA; builds (Maven, pip) need it too.
+sync_build_certs() {
+  local dest="$root/docker/certs"
+  for crt in /usr/local/share/ca-certificates/*.crt; do
+    [ -f "$crt" ] || continue
+    cmp -s "$crt" "$dest/$(basename "$crt")" || cp -p "$crt" "$dest/"
+  done
+  return 0
+}
+
 probe() { docker run --rm --network none "$BASE_IMAGE" true 2>&1; }
 
 main() {
@@ -112,6 +122,7 @@ main() {
   [ -n "$host" ] || unset DOCKER_HOST
   mkdir -p "$ENGINE_DIR"
   ensure_base_image
+  sync_build_certs
   local out
   if ! out=$(probe); then
     if grep -q rlimit <<<"$out" && [ "$host" = "unix://$SOCK" ]; then

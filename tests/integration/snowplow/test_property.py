@@ -58,7 +58,9 @@ def event(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         e["junk_param"] = draw(text)           # not a tracker parameter
     if draw(st.integers(0, 9)) == 0:
-        e["dtm"] = draw(st.integers())         # not a string
+        e["dtm"] = draw(st.integers())         # not a string (and maybe past 64 bits)
+    if draw(st.integers(0, 9)) == 0:
+        e["page"] = "lone \ud800 surrogate"  # valid JSON, not valid Unicode
     return e
 
 

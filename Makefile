@@ -1,0 +1,76 @@
+# Conveyor: exactly-once bridges into Kafka, and a Connect suite that lands them as tables.
+# `make help` lists the targets. Every target that needs containers depends on `engine`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+COMPOSE_FILE := docker/compose.yml
+# Loads DOCKER_HOST (written by the engine bootstrap) and the local stack's credentials.
+WITH_ENV := set -a && . ./.engine/env && . ./.engine/secrets.env && set +a &&
+COMPOSE  := $(WITH_ENV) docker-compose -f $(COMPOSE_FILE) -p conveyor
+
+.PHONY: help
+help: ## Show this help: every target with one line on what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: engine
+engine: ## Make sure a Docker engine answers (installs and starts Debian's where none does)
+	@docker/engine/bootstrap.sh
+	@docker/engine/local-secrets.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with the project and its development tools
+
+.PHONY: images
+images: engine ## Build every image in docker/ (cached; fast when nothing changed)
+	$(COMPOSE) build
+
+.PHONY: up
+up: images ## Start the whole stack and wait until every service is healthy
+	$(COMPOSE) up -d
+	@$(WITH_ENV) $(PY) -m tests.integration.stack wait
+
+.PHONY: down
+down: engine ## Stop the stack; its data stays in named volumes
+	$(COMPOSE) down
+
+.PHONY: clean-stack
+clean-stack: engine ## Stop the stack and delete its volumes (all local Kafka and warehouse data)
+	$(COMPOSE) down -v
+
+.PHONY: logs
+logs: engine ## Follow the logs of every service (SERVICE=name for one)
+	$(COMPOSE) logs -f --tail=100 $(SERVICE)
+
+.PHONY: demo
+demo: venv up ## Run the pipeline locally and print a summary of what landed
+	@$(WITH_ENV) $(PY) -m tests.integration.demo
+
+.PHONY: lint
+lint: venv ## ruff and mypy over the Python code
+	$(VENV)/bin/ruff check sidecar connectors tests bench
+	$(VENV)/bin/mypy
+
+.PHONY: unit
+unit: venv ## Unit tests of Python and Java (start nothing)
+	$(VENV)/bin/pytest -q tests/unit
+	cd transforms && mvn -B -q package
+
+.PHONY: itest
+itest: venv images ## Integration tests against the real stack in containers
+	@$(WITH_ENV) $(VENV)/bin/pytest -q tests/integration
+
+.PHONY: test
+test: unit itest ## Every test: unit tests, then integration tests
+
+.PHONY: bench
+bench: venv up ## Benchmarks: throughput and latency against baselines from the same run
+	@$(WITH_ENV) $(PY) -m bench

@@ -1,0 +1,110 @@
+"""A small client for the Kafka Connect REST API: the calls our tooling and tests need.
+
+Errors come back as ``ConnectError`` with Connect's own message (and, for failed tasks,
+the task trace), never as a bare HTTP status.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class ConnectError(Exception):
+    """Connect refused a request, or a connector/task failed."""
+
+
+@dataclass(frozen=True)
+class ConnectorState:
+    name: str
+    state: str
+    tasks: list[dict[str, Any]]
+
+    @property
+    def running(self) -> bool:
+        return (self.state == "RUNNING" and bool(self.tasks)
+                and all(t["state"] == "RUNNING" for t in self.tasks))
+
+    @property
+    def failures(self) -> list[str]:
+        out = []
+        if self.state == "FAILED":
+            out.append(f"connector {self.name} FAILED")
+        for task in self.tasks:
+            if task["state"] == "FAILED":
+                out.append(f"task {task['id']} FAILED:\n{task.get('trace', '(no trace)')}")
+        return out
+
+
+class ConnectClient:
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._http.request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            try:
+                message = resp.json().get("message", resp.text)
+            except ValueError:
+                message = resp.text
+            raise ConnectError(f"{method} {path}: {resp.status_code} {message}")
+        return resp.json() if resp.content else None
+
+    def plugins(self, connectors_only: bool = False) -> list[dict[str, Any]]:
+        params = {"connectorsOnly": str(connectors_only).lower()}
+        return self._request("GET", "/connector-plugins", params=params)  # type: ignore[no-any-return]
+
+    def validate(self, config: dict[str, str]) -> dict[str, Any]:
+        cls = config["connector.class"].rsplit(".", 1)[-1]
+        return self._request(  # type: ignore[no-any-return]
+            "PUT", f"/connector-plugins/{cls}/config/validate", json=config)
+
+    def connectors(self) -> list[str]:
+        return self._request("GET", "/connectors")  # type: ignore[no-any-return]
+
+    def config(self, name: str) -> dict[str, str] | None:
+        try:
+            return self._request("GET", f"/connectors/{name}/config")  # type: ignore[no-any-return]
+        except ConnectError as exc:
+            if " 404 " in str(exc):
+                return None
+            raise
+
+    def put(self, name: str, config: dict[str, str]) -> None:
+        """Create or update (PUT is idempotent in Connect)."""
+        self._request("PUT", f"/connectors/{name}/config", json=config)
+
+    def status(self, name: str) -> ConnectorState:
+        doc = self._request("GET", f"/connectors/{name}/status")
+        return ConnectorState(name, doc["connector"]["state"], doc.get("tasks", []))
+
+    def delete(self, name: str) -> bool:
+        try:
+            self._request("DELETE", f"/connectors/{name}")
+            return True
+        except ConnectError as exc:
+            if " 404 " in str(exc):
+                return False
+            raise
+
+    def wait_running(self, name: str, timeout: float = 120.0) -> ConnectorState:
+        """Poll until the connector and all its tasks run; raise with the traces if one fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                state = self.status(name)
+            except ConnectError:
+                state = None  # not registered with the herder yet
+            if state is not None:
+                if state.failures:
+                    raise ConnectError("\n".join(state.failures))
+                if state.running:
+                    return state
+            if time.monotonic() > deadline:
+                raise ConnectError(f"{name} not RUNNING within {timeout:.0f}s: {state}")
+            time.sleep(1.0)

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Initialise the cluster once (the volume keeps it) with the `warehouse` database and a
+# password from the environment, then run the server in the foreground.
+set -eu
+: "${POSTGRES_USER:=conveyor}"
+: "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+mkdir -p "$PGDATA" /run/postgresql
+chown -R postgres:postgres "$PGDATA" /run/postgresql
+chmod 700 "$PGDATA"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pwfile=$(mktemp)
+  printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+  chown postgres "$pwfile"
+  runuser -u postgres -- initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null
+  rm -f "$pwfile"
+  echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+  runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE warehouse"
+  runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+fi
+unset POSTGRES_PASSWORD
+exec runuser -u postgres -- postgres -D "$PGDATA" -c listen_addresses='*' \
+  -c shared_buffers=256MB -c max_connections=200 -c synchronous_commit=on

@@ -1,0 +1,183 @@
+"""The local stack as tests and `make up` see it: endpoints, readiness probes, restarts.
+
+Endpoints default to the host ports of docker/compose.yml and can all be overridden from
+the environment, so the same tests run against a stack started elsewhere:
+
+    KAFKA_BOOTSTRAP, SCHEMA_REGISTRY_URL, CONNECT_URL, RABBITMQ_URL,
+    RABBITMQ_MANAGEMENT_URL, POSTGRES_DSN
+
+Readiness means a real round trip per service (Kafka metadata, a registry query, the
+Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
+
+    python -m tests.integration.stack wait     # block until every service is ready
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker" / "compose.yml"
+PROJECT = "conveyor"
+READY_TIMEOUT_S = float(os.environ.get("CONVEYOR_READY_TIMEOUT", "300"))
+
+
+def compose_command() -> list[str]:
+    """docker-compose 1.x where installed (Debian's), else the `docker compose` plugin."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return ["docker", "compose"]
+
+
+def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [*compose_command(), "-f", str(COMPOSE_FILE), "-p", PROJECT, *args]
+    return subprocess.run(cmd, check=check, text=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Stack:
+    kafka_bootstrap: str
+    schema_registry_url: str
+    connect_url: str
+    # Fields that carry credentials stay out of repr(): it ends up in test reports.
+    rabbitmq_url: str = field(repr=False)
+    rabbitmq_management_url: str
+    rabbitmq_user: str
+    rabbitmq_password: str = field(repr=False)
+    postgres_dsn: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls) -> Stack:
+        env = os.environ.get
+        user = env("CONVEYOR_RABBITMQ_USER", "conveyor")
+        password = env("CONVEYOR_RABBITMQ_PASSWORD", "")
+        pg_user = env("CONVEYOR_POSTGRES_USER", "conveyor")
+        pg_password = env("CONVEYOR_POSTGRES_PASSWORD", "")
+        return cls(
+            kafka_bootstrap=env("KAFKA_BOOTSTRAP", "localhost:9092"),
+            schema_registry_url=env("SCHEMA_REGISTRY_URL",
+                                    "http://localhost:8081/apis/ccompat/v7"),
+            connect_url=env("CONNECT_URL", "http://localhost:8083"),
+            rabbitmq_url=env("RABBITMQ_URL",
+                             f"amqp://{quote(user, safe='')}:{quote(password, safe='')}"
+                             "@localhost:5672/%2F"),
+            rabbitmq_management_url=env("RABBITMQ_MANAGEMENT_URL", "http://localhost:15672"),
+            rabbitmq_user=user,
+            rabbitmq_password=password,
+            postgres_dsn=env("POSTGRES_DSN",
+                             f"postgresql://{quote(pg_user, safe='')}:"
+                             f"{quote(pg_password, safe='')}@localhost:5432/warehouse"),
+        )
+
+    # -- probes: each returns True once the service does real work ------------------------
+
+    def kafka_ready(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            # log_level 0: a broker still starting is expected here, not worth a log line.
+            admin = AdminClient({"bootstrap.servers": self.kafka_bootstrap, "log_level": 0})
+            md = admin.list_topics(timeout=3)
+            return bool(md.brokers)
+        except Exception:
+            return False
+
+    def schema_registry_ready(self) -> bool:
+        return _http_ok(f"{self.schema_registry_url}/subjects")
+
+    def connect_ready(self) -> bool:
+        return _http_ok(f"{self.connect_url}/connectors")
+
+    def rabbitmq_ready(self) -> bool:
+        import pika
+
+        try:
+            conn = pika.BlockingConnection(pika.URLParameters(self.rabbitmq_url))
+            conn.close()
+        except Exception:
+            return False
+        return _http_ok(f"{self.rabbitmq_management_url}/api/overview",
+                        auth=(self.rabbitmq_user, self.rabbitmq_password))
+
+    def postgres_ready(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.postgres_dsn, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def probes(self) -> dict[str, Callable[[], bool]]:
+        return {
+            "kafka": self.kafka_ready,
+            "schema-registry": self.schema_registry_ready,
+            "connect": self.connect_ready,
+            "rabbitmq": self.rabbitmq_ready,
+            "postgres": self.postgres_ready,
+        }
+
+    def all_ready(self) -> bool:
+        return all(probe() for probe in self.probes().values())
+
+    def wait(self, services: list[str] | None = None, timeout: float = READY_TIMEOUT_S) -> None:
+        """Block until each named service (default: all) answers, or raise TimeoutError."""
+        probes = self.probes()
+        for name in services or list(probes):
+            wait_until(probes[name], timeout, f"{name} did not become ready")
+
+    def restart(self, service: str, *, kill: bool = False) -> None:
+        """Restart one compose service (SIGKILL first if ``kill``) and wait until it is ready."""
+        if kill:
+            compose("kill", service)
+            compose("start", service)
+        else:
+            compose("restart", service)
+        if service in self.probes():
+            self.wait([service])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str,
+               pause: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout:.0f}s")
+        time.sleep(pause)
+
+
+def _http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
+    try:
+        return httpx.get(url, auth=auth, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] != ["wait"]:
+        print(__doc__)
+        return 2
+    stack = Stack.from_env()
+    started = time.monotonic()
+    try:
+        stack.wait()
+    except TimeoutError as exc:
+        print(f"stack: NOT READY: {exc}; see `make logs SERVICE=<name>`", file=sys.stderr)
+        return 1
+    print(f"stack: every service ready ({time.monotonic() - started:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

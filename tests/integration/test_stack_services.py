@@ -1,0 +1,64 @@
+"""Each service of the stack does real work: RabbitMQ and PostgreSQL round trips, and a
+Connect worker that lists our transforms, the JDBC sink and the Avro converter."""
+
+from __future__ import annotations
+
+import httpx
+import pika
+import psycopg
+
+from tests.integration.stack import Stack
+
+TRANSFORMS = [
+    "io.conveyor.transforms.EnvelopeUnwrap$Value",
+    "io.conveyor.transforms.RouteByField$Key",
+    "io.conveyor.transforms.RouteByField$Value",
+    "io.conveyor.transforms.MaskFields$Key",
+    "io.conveyor.transforms.MaskFields$Value",
+    "io.conveyor.transforms.SnowplowEventToRow$Value",
+]
+JDBC_SINK = "io.debezium.connector.jdbc.JdbcSinkConnector"
+AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
+
+
+def test_rabbitmq_round_trip(stack: Stack, unique) -> None:
+    queue = unique("roundtrip")
+    conn = pika.BlockingConnection(pika.URLParameters(stack.rabbitmq_url))
+    try:
+        channel = conn.channel()
+        channel.queue_declare(queue, durable=True)
+        channel.confirm_delivery()
+        for i in range(3):
+            channel.basic_publish("", queue, f"m{i}".encode(),
+                                  pika.BasicProperties(delivery_mode=2))
+        got = []
+        for _ in range(3):
+            method, _props, body = channel.basic_get(queue, auto_ack=False)
+            assert method is not None, "a published message is missing"
+            got.append(body)
+            channel.basic_ack(method.delivery_tag)
+        assert got == [b"m0", b"m1", b"m2"]
+        assert channel.queue_declare(queue, passive=True).method.message_count == 0
+        channel.queue_delete(queue)
+    finally:
+        conn.close()
+
+
+def test_postgres_round_trip(stack: Stack, unique) -> None:
+    table = unique("roundtrip").replace("-", "_")
+    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("warehouse",)
+        conn.execute(f"CREATE TABLE {table} (event_id text PRIMARY KEY, n int)")
+        conn.execute(f"INSERT INTO {table} VALUES ('a', 1), ('b', 2)")
+        rows = conn.execute(f"SELECT event_id, n FROM {table} ORDER BY event_id").fetchall()
+        conn.execute(f"DROP TABLE {table}")
+    assert rows == [("a", 1), ("b", 2)]
+
+
+def test_connect_lists_our_plugins(stack: Stack) -> None:
+    resp = httpx.get(f"{stack.connect_url}/connector-plugins",
+                     params={"connectorsOnly": "false"}, timeout=30)
+    resp.raise_for_status()
+    classes = {p["class"] for p in resp.json()}
+    missing = {JDBC_SINK, AVRO_CONVERTER, *TRANSFORMS} - classes
+    assert not missing, f"Connect does not list {sorted(missing)}"
