@@ -1,0 +1,1 @@
+"""Benchmarks of the Snowplow collector (run by `make bench`; not tests)."""

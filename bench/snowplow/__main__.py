@@ -1,0 +1,3 @@
+from bench.snowplow.bench_collector import main
+
+raise SystemExit(main())
