@@ -1,6 +1,7 @@
 #!/bin/sh
-# Initialise the cluster once (the volume keeps it) with the `warehouse` database and a
-# password from the environment, then run the server in the foreground.
+# Initialise the cluster once (the volume keeps it) with the `warehouse` database (what the
+# sinks land) and the `registry` database (the schema registry's storage), and a password
+# from the environment, then run the server in the foreground.
 set -eu
 : "${POSTGRES_USER:=conveyor}"
 : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
@@ -16,7 +17,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm -f "$pwfile"
   echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
   runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-  runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE warehouse"
+  for db in warehouse registry; do
+    runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE $db"
+  done
   runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi
 unset POSTGRES_PASSWORD

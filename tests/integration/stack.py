@@ -137,15 +137,15 @@ class Stack:
         for name in services or list(probes):
             wait_until(probes[name], timeout, f"{name} did not become ready")
 
-    def restart(self, service: str, *, kill: bool = False) -> None:
-        """Restart one compose service (SIGKILL first if ``kill``) and wait until it is ready."""
-        if kill:
-            compose("kill", service)
-            compose("start", service)
-        else:
-            compose("restart", service)
-        if service in self.probes():
-            self.wait([service])
+    def restart(self, *services: str, kill: bool = False) -> None:
+        """Stop (SIGKILL if ``kill``) and start compose services, then wait until each is ready.
+
+        Stopping all of them before starting any is what a host reboot looks like: the
+        services come back from their volumes alone.
+        """
+        compose("kill" if kill else "stop", *services)
+        compose("start", *services)
+        self.wait([s for s in services if s in self.probes()])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str,
