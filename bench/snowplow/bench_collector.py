@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ class Result:
     errors: int
     seconds: float
     latencies: list[float]
+    commit: dict[str, float] = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -101,13 +102,38 @@ class Result:
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
 
 
+def commit_stats(url: str) -> dict[str, float]:
+    """Mean events per transaction and mean commit time, from the collector's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        for name in ("conveyor_snowplow_batch_events_sum", "conveyor_snowplow_batch_events_count",
+                     "conveyor_snowplow_commit_seconds_sum",
+                     'conveyor_snowplow_commit_phase_seconds_sum{phase="dedup"}',
+                     'conveyor_snowplow_commit_phase_seconds_sum{phase="transaction"}'):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    count = values.get("conveyor_snowplow_batch_events_count", 0.0) or 1.0
+    return {"events_per_txn": values.get("conveyor_snowplow_batch_events_sum", 0.0) / count,
+            "commit_ms": values.get("conveyor_snowplow_commit_seconds_sum", 0.0) / count * 1000,
+            "dedup_ms": values.get('conveyor_snowplow_commit_phase_seconds_sum{phase="dedup"}',
+                                   0.0) / count * 1000,
+            "txn_ms": values.get(
+                'conveyor_snowplow_commit_phase_seconds_sum{phase="transaction"}', 0.0)
+            / count * 1000}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def start_collector(workdir: Path, bootstrap: str, unsafe: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_collector(workdir: Path, bootstrap: str,
+                    unsafe: bool) -> tuple[subprocess.Popen[bytes], str]:
     token = uuid.uuid4().hex[:8]
     port = free_port()
     cfg = {
@@ -179,7 +205,10 @@ async def drive(url: str, payloads: list[bytes], seconds: float, warmup: float,
 def run_mode(mode: str, bootstrap: str, workdir: Path, payloads: list[bytes], args: Any) -> Result:
     proc, url = start_collector(workdir, bootstrap, unsafe=(mode == "unsafe"))
     try:
-        return asyncio.run(drive(url, payloads, args.seconds, args.warmup, args.concurrency, mode))
+        result = asyncio.run(drive(url, payloads, args.seconds, args.warmup, args.concurrency,
+                                   mode))
+        result.commit = commit_stats(url)
+        return result
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -206,21 +235,28 @@ def main(argv: list[str] | None = None) -> int:
                   f"(concurrency {args.concurrency})...", flush=True)
             results.append(run_mode(mode, bootstrap, Path(tmp), chunk, args))
     print()
-    print(f"{'mode':<10}{'events/s':>12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(f"{'mode':<10}{'events/s':>12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+          f"{'events/txn':>12}{'commit ms':>11}")
     for r in results:
         print(f"{r.mode:<10}{r.events_per_s:>12,.0f}{r.requests / r.seconds:>10,.0f}"
-              f"{r.pct(0.50):>10.1f}{r.pct(0.99):>10.1f}{r.errors:>8}")
+              f"{r.pct(0.50):>10.1f}{r.pct(0.99):>10.1f}{r.errors:>8}"
+              f"{r.commit.get('events_per_txn', 0):>12.0f}{r.commit.get('commit_ms', 0):>11.1f}")
     durable, unsafe = results
     ratio = durable.events_per_s / unsafe.events_per_s if unsafe.events_per_s else float("nan")
     print(f"\ndurable / unsafe throughput ratio: {ratio:.2f} (target >= {TARGET_RATIO})")
     print(f"durable events/s: {durable.events_per_s:,.0f} (target >= {TARGET_EVENTS_S:,})")
-    print(json.dumps({"bench": "snowplow_collector", "durable_events_s": round(durable.events_per_s),
+    print(json.dumps({"bench": "snowplow_collector",
+                      "durable_events_s": round(durable.events_per_s),
                       "unsafe_events_s": round(unsafe.events_per_s), "ratio": round(ratio, 3),
                       "durable_p50_ms": round(durable.pct(0.5), 2),
                       "durable_p99_ms": round(durable.pct(0.99), 2),
                       "unsafe_p50_ms": round(unsafe.pct(0.5), 2),
                       "unsafe_p99_ms": round(unsafe.pct(0.99), 2),
-                      "errors": durable.errors + unsafe.errors}))
+                      "errors": durable.errors + unsafe.errors,
+                      "durable_events_per_txn": round(durable.commit.get("events_per_txn", 0)),
+                      "durable_commit_ms": round(durable.commit.get("commit_ms", 0), 1),
+                      "durable_dedup_ms": round(durable.commit.get("dedup_ms", 0), 1),
+                      "durable_txn_ms": round(durable.commit.get("txn_ms", 0), 1)}))
     return 0
 
 

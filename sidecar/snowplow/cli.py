@@ -113,7 +113,10 @@ def run_check(settings, echo: Callable[[str], None]) -> Exit:
         echo(f"  topic {topic}: {state}")
     if not settings.kafka.create_topics and not all(info["topics"].values()):
         return Exit.CHECK_FAILED
-    echo(f"transactional.id: {settings.transactional_id}")
+    n = settings.commit.parallel_transactions
+    ids = [settings.transactional_id] if n == 1 else [
+        f"{settings.transactional_id}-{i}" for i in range(n)]
+    echo(f"transactional.id: {', '.join(ids)}")
     return Exit.OK
 
 

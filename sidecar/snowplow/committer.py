@@ -9,8 +9,10 @@ Only when the commit returned does each request's future resolve, and only then 
 request answer 200. A failed batch fails every request in it (503; trackers retry, and the
 dedup makes a retry of an event that did land a no-op).
 
-Batches run strictly one after another, so the dedup decision for batch N+1 always sees
-batch N's outcome.
+Up to ``commit.parallel_transactions`` batches are in flight at once, each on its own
+producer ("slot") and thread. Dedup stays exact: a request carrying an event id that is
+already in a batch in flight (a tracker retry racing its original) waits until that batch
+is decided, and then sees its outcome in the window.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ UNHEALTHY_AFTER_FAILURE_S = 30.0
 
 
 class Sink(Protocol):
-    def commit(self, outputs: Sequence[Output]) -> BatchResult: ...
-    def rebuild(self) -> None: ...
+    slots: int
+
+    def commit(self, outputs: Sequence[Output], slot: int) -> BatchResult: ...
+    def rebuild(self, slot: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +59,24 @@ class Committed:
 class _Pending:
     outputs: list[Output]
     future: asyncio.Future[Committed]
+    ids: frozenset[str]
 
 
 class GroupCommitter:
     def __init__(self, sink: Sink, settings: CommitSettings, metrics: Metrics,
-                 executor: ThreadPoolExecutor | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sink = sink
         self.settings = settings
         self.metrics = metrics
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        slots = getattr(sink, "slots", 1)
+        # One thread per producer: librdkafka's transactional calls block, and each
+        # producer's transaction API must be driven from one place at a time.
+        self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"kafka-txn-{i}")
+                           for i in range(slots)]
+        self._free: collections.deque[int] = collections.deque(range(slots))
+        self._inflight_ids: set[str] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_events = 0
         self._arrived = asyncio.Event()
@@ -84,7 +96,8 @@ class GroupCommitter:
             self.metrics.rejected.labels("overload").inc(len(outputs))
             raise SinkUnavailable("too many events waiting for Kafka")
         fut: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(outputs, fut))
+        ids = frozenset(o.dedup_id for o in outputs if o.dedup_id is not None)
+        self._queue.append(_Pending(outputs, fut, ids))
         self._queued_events += len(outputs)
         self.metrics.queued_events.set(self._queued_events)
         self._arrived.set()
@@ -118,7 +131,10 @@ class GroupCommitter:
         self._arrived.set()
         if self._task is not None:
             await self._task
-        self._executor.shutdown(wait=True)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        for ex in self._executors:
+            ex.shutdown(wait=True)
 
     async def _run(self) -> None:
         while True:
@@ -128,35 +144,73 @@ class GroupCommitter:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
+            if not self._free:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
             batch = await self._gather()
-            await self._commit(batch)
+            if not batch:
+                # Everything waiting races a batch in flight: wait for one to finish.
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            slot = self._free.popleft()
+            for p in batch:
+                self._inflight_ids.update(p.ids)
+            task = asyncio.get_running_loop().create_task(self._commit(batch, slot))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    def _take(self) -> _Pending | None:
+        """The first queued request that shares no event id with a batch in flight."""
+        for i, p in enumerate(self._queue):
+            if not (p.ids and not p.ids.isdisjoint(self._inflight_ids)):
+                del self._queue[i]
+                return p
+        return None
 
     async def _gather(self) -> list[_Pending]:
-        batch = [self._queue.popleft()]
-        n = len(batch[0].outputs)
+        batch: list[_Pending] = []
+        n = 0
         deadline = self._clock() + self.settings.max_wait_ms / 1000
         while n < self.settings.max_events:
-            while self._queue and n + len(self._queue[0].outputs) <= self.settings.max_events:
-                item = self._queue.popleft()
-                batch.append(item)
-                n += len(item.outputs)
+            while self._queue:
+                nxt = self._take()
+                if nxt is None:
+                    break
+                if batch and n + len(nxt.outputs) > self.settings.max_events:
+                    self._queue.appendleft(nxt)   # would overflow: it opens the next batch
+                    return batch
+                batch.append(nxt)
+                n += len(nxt.outputs)
             left = deadline - self._clock()
-            if left <= 0 or self._closing or (self._queue and n > 0):
-                break  # past the wait, or the next request would overflow the batch
+            if not batch or left <= 0 or self._closing or n >= self.settings.max_events:
+                break
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), left)
         return batch
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending], slot: int) -> None:
+        try:
+            await self._commit_on(batch, slot)
+        finally:
+            for p in batch:
+                self._inflight_ids.difference_update(p.ids)
+            self._free.append(slot)
+            self._slot_freed.set()
+            self._arrived.set()   # deferred retries may go now
+
+    async def _commit_on(self, batch: list[_Pending], slot: int) -> None:
         outputs = [o for p in batch for o in p.outputs]
         self._queued_events -= len(outputs)
         self.metrics.queued_events.set(self._queued_events)
         live = [p for p in batch if not p.future.done()]
         loop = asyncio.get_running_loop()
+        executor = self._executors[slot]
         started = self._clock()
         try:
-            result = await loop.run_in_executor(self._executor, self.sink.commit, outputs)
+            result = await loop.run_in_executor(executor, self.sink.commit, outputs, slot)
         except (TransactionAborted, SinkUnavailable, LedgerUnavailable) as exc:
             self._failed(live, "aborted", exc, len(outputs))
             return
@@ -165,17 +219,19 @@ class GroupCommitter:
             # Drop and rebuild: a new producer with the same transactional id fences the
             # broken one. If Kafka is down this fails too; the next batch tries again.
             try:
-                await loop.run_in_executor(self._executor, self.sink.rebuild)
-            except Exception as rexc:
+                await loop.run_in_executor(executor, self.sink.rebuild, slot)
+            except Exception as rexc:  # logged, retried on the next batch
                 log.warning("snowplow.producer_rebuild_failed", extra={"error": str(rexc)})
             return
-        except Exception as exc:
+        except Exception as exc:  # one bad batch must not kill the loop
             log.exception("snowplow.commit_crashed")
             self._failed(live, "error", exc, len(outputs))
             return
         elapsed = self._clock() - started
         self.last_success_at = self._clock()
         self.metrics.commit_seconds.observe(elapsed)
+        for phase, seconds in result.phases:
+            self.metrics.commit_phase_seconds.labels(phase).observe(seconds)
         self.metrics.batch_events.observe(len(outputs))
         self.metrics.batch_requests.observe(len(batch))
         self.metrics.sink_healthy.set(1)

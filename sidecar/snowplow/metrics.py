@@ -36,6 +36,10 @@ class Metrics:
         self.commit_seconds = Histogram("conveyor_snowplow_commit_seconds",
                                         "Dedup check plus Kafka transaction, per batch",
                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.commit_phase_seconds = Histogram("conveyor_snowplow_commit_phase_seconds",
+                                              "Time per batch in each phase: dedup (ledger), "
+                                              "transaction (produce + commit)", ["phase"],
+                                              buckets=_LATENCY_BUCKETS, registry=r)
         self.commit_failures = Counter("conveyor_snowplow_commit_failures",
                                        "Batches not committed, by reason", ["reason"], registry=r)
         self.queued_events = Gauge("conveyor_snowplow_queued_events",

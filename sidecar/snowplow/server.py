@@ -60,9 +60,9 @@ class Collector:
             cookie=settings.cookie.to_config(), limits=settings.limits_config(),
             use_forwarded_for=settings.http.use_x_forwarded_for, collector=COLLECTOR_NAME)
         self.sink = sink or KafkaSink(settings, Secrets())
-        self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
-        self.committer = GroupCommitter(self.sink, settings.commit, self.metrics,
-                                        executor=self._kafka_thread)
+        # Start-up and topic creation; commits run on the committer's own threads.
+        self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-setup")
+        self.committer = GroupCommitter(self.sink, settings.commit, self.metrics)
         self.ready = False
         self.draining = False
         self._probe_ok = False
@@ -112,6 +112,7 @@ class Collector:
             t.cancel()
         await self.committer.close()
         await asyncio.get_running_loop().run_in_executor(None, self.sink.close)
+        self._kafka_thread.shutdown(wait=False)
 
     # -- the app --------------------------------------------------------------------------
 

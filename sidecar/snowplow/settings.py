@@ -154,6 +154,12 @@ class CommitSettings(_Model):
     # at low load, where it adds at most this much latency.
     max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     max_events: int = Field(default=2000, ge=1)
+    # Transactions in flight at once, each on its own transactional producer (ids
+    # "<transactional_id>-<n>" when more than one). While one batch waits for Kafka to
+    # write its commit markers the next is already being produced: under load this
+    # multiplies throughput when Kafka's commit latency, not our CPU, is the limit.
+    # Keep it stable across restarts, so a restart fences every id the last run used.
+    parallel_transactions: int = Field(default=2, ge=1, le=8)
     # A request waits this long for its commit, then gets 503 (the tracker retries; if the
     # commit lands after all, the retry is recognised as a duplicate).
     request_timeout_s: float = Field(default=10.0, gt=0)

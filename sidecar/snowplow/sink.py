@@ -1,8 +1,9 @@
 """Kafka side of the collector: dedup, one transaction per batch, topic setup, health.
 
-``KafkaSink`` is blocking and owned by a single thread (the transactional producer and the
-ledger are not thread-safe): the group committer runs every call of it on one dedicated
-executor thread. A batch goes:
+``KafkaSink`` is blocking. It holds ``commit.parallel_transactions`` transactional
+producers ("slots"), each driven from its own thread by the group committer, so one batch
+can be produced while another waits for its commit marker; the ledger, which is not
+thread-safe, is only touched under a lock. A batch goes:
 
 1. dedup: ids already committed (ledger window, read to its end first when
    ``dedup.sync_each_batch``) or repeated inside the batch are skipped;
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,14 +49,17 @@ class SinkUnavailable(BridgeError):
 class BatchResult:
     duplicates: frozenset[int]  # indices into the batch's outputs that were skipped
     written: int
+    phases: tuple[tuple[str, float], ...] = ()  # (dedup|produce|commit, seconds)
 
 
 class KafkaSink:
     def __init__(self, settings: CollectorSettings, secrets: Secrets | None = None) -> None:
         self.settings = settings
         self.client_config = (secrets or Secrets()).kafka_client_config(settings)
-        self.producer: TransactionalProducer | None = None
+        self.slots = settings.commit.parallel_transactions
+        self.producers: list[TransactionalProducer | None] = [None] * self.slots
         self.ledger: DedupLedger | None = None
+        self._ledger_lock = threading.Lock()
         d = settings.dedup
         self.window = RecentIds(d.window_events, d.max_age_s * 1000)
         self._admin = AdminClient(self.client_config)
@@ -64,7 +70,9 @@ class KafkaSink:
         """Topics, producer (fences and aborts a predecessor's open transaction), ledger."""
         if self.settings.kafka.create_topics:
             self.ensure_topics()
-        self._new_producer()
+        for slot in range(self.slots):
+            if self.producers[slot] is None:
+                self._new_producer(slot)
         d = self.settings.dedup
         if d.ledger_topic and self.ledger is None:
             ledger = DedupLedger(self.client_config, d.ledger_topic,
@@ -99,48 +107,66 @@ class KafkaSink:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
 
-    def _new_producer(self) -> None:
-        if self.producer is not None:
+    def transactional_id(self, slot: int) -> str:
+        base = self.settings.transactional_id
+        return base if self.slots == 1 else f"{base}-{slot}"
+
+    def _new_producer(self, slot: int) -> None:
+        old = self.producers[slot]
+        if old is not None:
             with contextlib.suppress(Exception):
-                self.producer.close(1.0)
+                old.close(1.0)
         k = self.settings.kafka
         conf: dict[str, object] = {**self.client_config,
                                    "transaction.timeout.ms": k.transaction_timeout_ms,
                                    "linger.ms": 1, **k.producer}
-        producer = TransactionalProducer(conf, self.settings.transactional_id)
+        producer = TransactionalProducer(conf, self.transactional_id(slot))
         producer.init()
-        self.producer = producer
+        self.producers[slot] = producer
 
-    def rebuild(self) -> None:
+    def rebuild(self, slot: int = 0) -> None:
         """After a fatal error: a new producer with the same id (it fences the old one)."""
-        self.producer = None
-        self._new_producer()
+        self.producers[slot] = None
+        self._new_producer(slot)
 
     # -- the batch --------------------------------------------------------------------------
 
-    def commit(self, outputs: Sequence[Output]) -> BatchResult:
-        if self.producer is None:
-            self._new_producer()
-        assert self.producer is not None
+    def commit(self, outputs: Sequence[Output], slot: int = 0) -> BatchResult:
+        """Dedup and commit one batch on producer ``slot``; call from that slot's thread.
+
+        The caller must not have the same event id in two slots' batches at once (the
+        group committer defers such a retry until the first batch is decided).
+        """
+        producer = self.producers[slot]
+        if producer is None:
+            self._new_producer(slot)
+            producer = self.producers[slot]
+        assert producer is not None
+        t0 = time.perf_counter()
         ids = [o.dedup_id for o in outputs if o.dedup_id]
-        if self.ledger is not None and ids:
-            already = self.ledger.seen(ids, sync=self.settings.dedup.sync_each_batch,
-                                       timeout=self.settings.dedup.sync_timeout_s)
-        else:
-            already = self.window.seen(ids)
+        with self._ledger_lock:
+            if self.ledger is not None and ids:
+                already = self.ledger.seen(ids, sync=self.settings.dedup.sync_each_batch,
+                                           timeout=self.settings.dedup.sync_timeout_s)
+            else:
+                already = self.window.seen(ids)
         records, fresh_ids, dups = plan_batch(outputs, already)
+        t1 = t2 = time.perf_counter()
         if records:
             if self.ledger is not None:
                 records.extend(self.ledger.record(fresh_ids))
-            self.producer.commit(records)
-        if self.ledger is not None:
-            self.ledger.remember(fresh_ids)
-        else:
-            at = now_ms()
-            for i in fresh_ids:
-                self.window.add(i, at)
-            self.window.expire(at)
-        return BatchResult(frozenset(dups), len(outputs) - len(dups))
+            producer.commit(records)
+            t2 = time.perf_counter()
+        with self._ledger_lock:
+            if self.ledger is not None:
+                self.ledger.remember(fresh_ids)
+            else:
+                at = now_ms()
+                for i in fresh_ids:
+                    self.window.add(i, at)
+                self.window.expire(at)
+        return BatchResult(frozenset(dups), len(outputs) - len(dups),
+                           (("dedup", t1 - t0), ("transaction", t2 - t1)))
 
     # -- ops ------------------------------------------------------------------------------
 
@@ -161,9 +187,10 @@ class KafkaSink:
                 "topics": {t: t in meta.topics for t in topics}}
 
     def close(self) -> None:
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                self.producer.close(5.0)
+        for producer in self.producers:
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    producer.close(5.0)
         if self.ledger is not None:
             self.ledger.close()
 

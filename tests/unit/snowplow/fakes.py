@@ -12,11 +12,15 @@ from sidecar.snowplow.sink import BatchResult, plan_batch
 
 
 class FakeSink:
-    def __init__(self) -> None:
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+        self._lock = threading.Lock()
         self.batches: list[list[Output]] = []
+        self.slots_used: list[int] = []
         self.written: list[Output] = []
         self.window = RecentIds(10_000)
         self.fail_next: list[type[Exception]] = []
+        self.fail_batches_with: set[str | None] = set()   # fail once, a batch holding one
         self.gate: threading.Event | None = None   # set: commits block until released
         self.rebuilt = 0
         self.started = False
@@ -25,20 +29,26 @@ class FakeSink:
     def start(self) -> None:
         self.started = True
 
-    def commit(self, outputs: Sequence[Output]) -> BatchResult:
+    def commit(self, outputs: Sequence[Output], slot: int = 0) -> BatchResult:
         if self.gate is not None:
             self.gate.wait(10)
-        self.batches.append(list(outputs))
-        if self.fail_next:
-            raise self.fail_next.pop(0)("injected")
-        ids = [o.dedup_id for o in outputs if o.dedup_id]
-        _, fresh, dups = plan_batch(outputs, self.window.seen(ids))
-        self.written.extend(o for i, o in enumerate(outputs) if i not in dups)
-        for i in fresh:
-            self.window.add(i, 0)
-        return BatchResult(frozenset(dups), len(outputs) - len(dups))
+        with self._lock:
+            self.batches.append(list(outputs))
+            self.slots_used.append(slot)
+            if self.fail_next:
+                raise self.fail_next.pop(0)("injected")
+            hit = self.fail_batches_with & {o.dedup_id for o in outputs}
+            if hit:
+                self.fail_batches_with -= hit
+                raise TransactionAborted("injected")
+            ids = [o.dedup_id for o in outputs if o.dedup_id]
+            _, fresh, dups = plan_batch(outputs, self.window.seen(ids))
+            self.written.extend(o for i, o in enumerate(outputs) if i not in dups)
+            for i in fresh:
+                self.window.add(i, 0)
+            return BatchResult(frozenset(dups), len(outputs) - len(dups))
 
-    def rebuild(self) -> None:
+    def rebuild(self, slot: int = 0) -> None:
         self.rebuilt += 1
 
     def probe(self) -> bool:

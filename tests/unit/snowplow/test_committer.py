@@ -182,3 +182,55 @@ def test_unsafe_mode_answers_before_the_commit() -> None:
 
     run(main())
     assert len(sink.written) == 1
+
+
+def test_parallel_transactions_overlap() -> None:
+    sink = FakeSink(slots=2)
+    sink.gate = threading.Event()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=0), Metrics())
+        c.start()
+        first = asyncio.ensure_future(c.submit([out("a")]))
+        await asyncio.sleep(0.02)
+        second = asyncio.ensure_future(c.submit([out("b")]))
+        await asyncio.sleep(0.02)
+        # Both batches are in the sink at once, on different producers.
+        assert sorted(c._free) == [] and len(c._inflight) == 2
+        sink.gate.set()
+        await asyncio.gather(first, second)
+        await c.close()
+
+    run(main())
+    assert sorted(sink.slots_used) == [0, 1]
+
+
+@pytest.mark.parametrize("first_fails", [False, True])
+def test_a_retry_racing_its_original_waits_for_it(first_fails: bool) -> None:
+    """Slot 0 holds the original of "a"; its retry must not go to slot 1 meanwhile."""
+    sink = FakeSink(slots=2)
+    sink.gate = threading.Event()
+    if first_fails:
+        sink.fail_batches_with = {"x"}
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=0), Metrics())
+        c.start()
+        original = asyncio.ensure_future(c.submit([out("a"), out("x")]))
+        await asyncio.sleep(0.02)
+        retry = asyncio.ensure_future(c.submit([out("a")]))
+        other = asyncio.ensure_future(c.submit([out("b")]))
+        await asyncio.sleep(0.02)
+        assert not retry.done() and len(c._inflight) == 2   # "b" went ahead on slot 1
+        sink.gate.set()
+        results = await asyncio.gather(original, retry, other, return_exceptions=True)
+        await c.close()
+        if first_fails:
+            assert isinstance(results[0], SinkUnavailable)
+            assert results[1].good == 1          # the retry is what lands
+        else:
+            assert results[1].duplicates == 1    # decided after the original committed
+
+    run(main())
+    assert sorted(o.dedup_id for o in sink.written) == (
+        ["a", "b"] if first_fails else ["a", "b", "x"])
