@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 CONSUME_BATCH = 5000
 POLL_TIMEOUT_S = 0.05
 METADATA_TIMEOUT_S = 10.0
+# The broker does not end a read_committed long-poll when a transaction commits, so a sync
+# can wait this long for records that are already committed: keep it short. The cost is
+# an idle fetch per partition every few milliseconds, a few hundred bytes each.
+LEDGER_FETCH_WAIT_MS = 5
 
 
 class LedgerUnavailable(BridgeError):
@@ -117,7 +121,7 @@ class DedupLedger:
                   "enable.auto.offset.store": False}
         self._consumer = Consumer({**common, "isolation.level": "read_committed",
                                    "enable.partition.eof": True,
-                                   "fetch.wait.max.ms": 50})
+                                   "fetch.wait.max.ms": LEDGER_FETCH_WAIT_MS})
         # Only asked for uncommitted high watermarks (see ``sync``); never consumes.
         self._probe = Consumer({**common, "isolation.level": "read_uncommitted"})
         self._partitions: list[int] = []
@@ -206,7 +210,12 @@ class DedupLedger:
                 raise LedgerUnavailable(
                     f"ledger {self.topic} not read to its end within {timeout:.0f}s "
                     f"(partitions {sorted(pending)})")
-            self._take(self._consumer.consume(CONSUME_BATCH, timeout=min(left, POLL_TIMEOUT_S)))
+            # consume(n, timeout) waits until it has n messages or the timeout passes: take
+            # what is there at once, else wait for the first thing to arrive (record or EOF).
+            msgs = self._consumer.consume(CONSUME_BATCH, timeout=0)
+            if not msgs:
+                msgs = self._consumer.consume(1, timeout=min(left, POLL_TIMEOUT_S))
+            self._take(msgs)
             pending = {p for p in pending if self._reached(p) < targets[p]}
         self.poll()
 
