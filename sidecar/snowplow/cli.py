@@ -107,6 +107,15 @@ def run_check(settings, echo: Callable[[str], None]) -> Exit:
         echo(f"kafka: FAIL {settings.kafka.bootstrap_servers}: {exc}")
         return Exit.CHECK_FAILED
     echo(f"kafka: ok, {info['brokers']} broker(s) at {settings.kafka.bootstrap_servers}")
+    if settings.topics.uses_avro:
+        from sidecar.common.avro import AvroEncoder, RegistryUnavailable
+
+        try:
+            AvroEncoder(settings.schema_registry.url).check()
+        except RegistryUnavailable as exc:
+            echo(f"schema registry: FAIL {exc}")
+            return Exit.CHECK_FAILED
+        echo(f"schema registry: ok at {settings.schema_registry.url}")
     for topic, exists in info["topics"].items():
         state = "exists" if exists else ("will be created" if settings.kafka.create_topics
                                          else "MISSING")

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sidecar.common.envelope import Envelope
 
 from . import codec
+from .avro_schema import avro_value
 from .badrows import BadRow, RequestInfo
 from .events import EventRejected, RequestContext, TrackerEvent, build_event
 from .identity import CookieConfig, Identity, client_ip, is_anonymous, resolve_identity
@@ -76,6 +78,9 @@ class Output:
     headers: tuple[tuple[str, bytes], ...] = ()
     check: str | None = None
     reason: str | None = None
+    # For routes with format avro: the envelope as Avro-ready values; the sink encodes it
+    # through the schema registry (I/O) just before producing.
+    avro: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,11 +222,14 @@ class CollectorCore:
                          raw.original, info, now_ms, self.collector,
                          event_id=event.event_id, event_index=index)
             return self._bad_output(row), None
+        avro = avro_value(envelope) if dest.format == "avro" else None
         out = Output(
             topic=dest.topic, key=event.event_id.encode(), value=value, outcome="good",
             dedup_id=event.event_id, event_type=envelope.event_type,
             headers=(("event_type", envelope.event_type.encode()), ("source", SOURCE.encode()),
-                     ("content-type", b"application/json")),
+                     ("content-type", b"application/json" if avro is None
+                      else b"application/vnd.confluent.avro")),
+            avro=avro,
         )
         return out, event
 

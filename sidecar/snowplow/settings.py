@@ -7,7 +7,7 @@ that runs.
 
 Secrets come from the environment only, and a file holding one is rejected:
 ``CONVEYOR_KAFKA_SASL_USERNAME`` / ``CONVEYOR_KAFKA_SASL_PASSWORD``,
-``CONVEYOR_KAFKA_SSL_KEY_PASSWORD``.
+``CONVEYOR_KAFKA_SSL_KEY_PASSWORD``, ``CONVEYOR_SCHEMA_REGISTRY_USER_INFO`` (``user:password``).
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ class RouteSettings(_Model):
     schema_: str | list[str] | None = Field(default=None, alias="schema")
     app_id: str | list[str] | None = None
     topic: str = Field(pattern=_TOPIC)
-    format: Literal["json"] = "json"
+    # json: the envelope as JSON text. avro: the Avro envelope (sidecar/snowplow/
+    # avro_schema.py) through the schema registry, subject "<topic>-value".
+    format: Literal["json", "avro"] = "json"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -128,7 +130,8 @@ class RouteSettings(_Model):
 
 class TopicsSettings(_Model):
     default: str = Field(default="snowplow.events", pattern=_TOPIC)
-    bad: str = Field(default="snowplow.bad", pattern=_TOPIC)
+    default_format: Literal["json", "avro"] = "json"
+    bad: str = Field(default="snowplow.bad", pattern=_TOPIC)   # bad rows are always JSON
     routes: list[RouteSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -143,7 +146,16 @@ class TopicsSettings(_Model):
         return self
 
     def router(self) -> Router:
-        return Router([r.to_route() for r in self.routes], self.default)
+        return Router([r.to_route() for r in self.routes], self.default, self.default_format)
+
+    @property
+    def uses_avro(self) -> bool:
+        return self.default_format == "avro" or any(r.format == "avro" for r in self.routes)
+
+
+class SchemaRegistrySettings(_Model):
+    # Any Confluent-compatible registry; only used when a route has format avro.
+    url: str = "http://localhost:8081/apis/ccompat/v7"
 
 
 class CommitSettings(_Model):
@@ -209,6 +221,7 @@ class CollectorSettings(BaseSettings):
     cookie: CookieSettings = Field(default_factory=CookieSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
     commit: CommitSettings = Field(default_factory=CommitSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     iglu: IgluSettings = Field(default_factory=IgluSettings)
@@ -259,6 +272,7 @@ class Secrets(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_key_password: SecretStr | None = None
+    schema_registry_user_info: SecretStr | None = None
 
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
 

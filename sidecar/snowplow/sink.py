@@ -20,18 +20,20 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 from sidecar.common.envelope import now_ms
 from sidecar.common.errors import BridgeError
 from sidecar.common.kafka import OutRecord, TransactionalProducer
 from sidecar.common.ledger import DedupLedger, RecentIds
 
+from .avro_schema import ENVELOPE_SCHEMA
 from .pipeline import Output
 from .settings import CollectorSettings, Secrets
 
@@ -55,7 +57,14 @@ class BatchResult:
 class KafkaSink:
     def __init__(self, settings: CollectorSettings, secrets: Secrets | None = None) -> None:
         self.settings = settings
-        self.client_config = (secrets or Secrets()).kafka_client_config(settings)
+        secrets = secrets or Secrets()
+        self.client_config = secrets.kafka_client_config(settings)
+        self.encoder: AvroEncoder | None = None
+        if settings.topics.uses_avro:
+            info = secrets.schema_registry_user_info
+            self.encoder = AvroEncoder(settings.schema_registry.url,
+                                       user_info=info.get_secret_value() if info else None)
+        self._encoder_lock = threading.Lock()
         self.slots = settings.commit.parallel_transactions
         self.producers: list[TransactionalProducer | None] = [None] * self.slots
         self.ledger: DedupLedger | None = None
@@ -150,7 +159,7 @@ class KafkaSink:
                                            timeout=self.settings.dedup.sync_timeout_s)
             else:
                 already = self.window.seen(ids)
-        records, fresh_ids, dups = plan_batch(outputs, already)
+        records, fresh_ids, dups = plan_batch(outputs, already, self._encode)
         t1 = t2 = time.perf_counter()
         if records:
             if self.ledger is not None:
@@ -167,6 +176,17 @@ class KafkaSink:
                 self.window.expire(at)
         return BatchResult(frozenset(dups), len(outputs) - len(dups),
                            (("dedup", t1 - t0), ("transaction", t2 - t1)))
+
+    def _encode(self, o: Output) -> bytes:
+        if o.avro is None:
+            return o.value
+        if self.encoder is None:
+            raise SinkUnavailable("an avro route without a schema registry client")
+        try:
+            with self._encoder_lock:
+                return self.encoder.encode(o.topic, ENVELOPE_SCHEMA, o.avro)
+        except RegistryUnavailable as exc:
+            raise SinkUnavailable(str(exc)) from exc
 
     # -- ops ------------------------------------------------------------------------------
 
@@ -196,7 +216,8 @@ class KafkaSink:
 
 
 
-def plan_batch(outputs: Sequence[Output], already: set[str] | frozenset[str]
+def plan_batch(outputs: Sequence[Output], already: set[str] | frozenset[str],
+               encode: Callable[[Output], bytes] = lambda o: o.value,
                ) -> tuple[list[OutRecord], list[str], set[int]]:
     """(records to produce, their fresh ids, indices of duplicates) for one batch.
 
@@ -215,5 +236,5 @@ def plan_batch(outputs: Sequence[Output], already: set[str] | frozenset[str]
                 continue
             batch_ids.add(o.dedup_id)
             fresh_ids.append(o.dedup_id)
-        records.append(OutRecord(o.topic, o.value, o.key, o.headers))
+        records.append(OutRecord(o.topic, encode(o), o.key, o.headers))
     return records, fresh_ids, dups
