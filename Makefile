@@ -13,7 +13,7 @@ COMPOSE  := $(WITH_ENV) docker-compose -f $(COMPOSE_FILE) -p conveyor
 
 .PHONY: help
 help: ## Show this help: every target with one line on what it does
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: engine
 engine: ## Make sure a Docker engine answers (installs and starts Debian's where none does)
@@ -34,7 +34,8 @@ images: engine ## Build every image in docker/ (cached; fast when nothing change
 	$(COMPOSE) build
 
 .PHONY: up
-up: images ## Start the whole stack and wait until every service is healthy
+up: venv images ## Start the whole stack and wait until every service is healthy
+	@$(WITH_ENV) $(PY) -m tests.integration.stack preflight
 	$(COMPOSE) up -d
 	@$(WITH_ENV) $(PY) -m tests.integration.stack wait
 
@@ -66,6 +67,7 @@ unit: venv ## Unit tests of Python and Java (start nothing)
 
 .PHONY: itest
 itest: venv images ## Integration tests against the real stack in containers
+	@$(WITH_ENV) $(PY) -m tests.integration.stack preflight
 	@$(WITH_ENV) $(VENV)/bin/pytest -q tests/integration
 
 .PHONY: test

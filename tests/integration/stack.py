@@ -9,13 +9,15 @@ the environment, so the same tests run against a stack started elsewhere:
 Readiness means a real round trip per service (Kafka metadata, a registry query, the
 Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
 
-    python -m tests.integration.stack wait     # block until every service is ready
+    python -m tests.integration.stack preflight  # fail clearly if a host port is taken
+    python -m tests.integration.stack wait       # block until every service is ready
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -148,6 +150,36 @@ class Stack:
         self.wait([s for s in services if s in self.probes()])
 
 
+# Host ports of docker/compose.yml, per service.
+HOST_PORTS = {
+    "kafka": [9092],
+    "schema-registry": [8081],
+    "connect": [8083],
+    "rabbitmq": [5672, 15672],
+    "postgres": [5432],
+    "snowplow-collector": [8080],
+    "rabbitmq-bridge": [9101],
+}
+
+
+def taken_ports() -> list[tuple[str, int]]:
+    """Host ports our stack needs that something else already holds."""
+    running = set(compose("ps", "--services", "--filter", "status=running",
+                          check=False).stdout.split())
+    taken = []
+    for service, ports in HOST_PORTS.items():
+        if service in running:
+            continue  # ours already
+        for port in ports:
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    taken.append((service, port))
+    return taken
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str,
                pause: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
@@ -165,6 +197,13 @@ def _http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:] == ["preflight"]:
+        taken = taken_ports()
+        for service, port in taken:
+            print(f"stack: ERROR: host port {port} (for {service}) is already in use by "
+                  f"another program.\n  what to do: stop it (`ss -ltnp 'sport = :{port}'` "
+                  "shows which), then run the command again.", file=sys.stderr)
+        return 1 if taken else 0
     if argv[1:] != ["wait"]:
         print(__doc__)
         return 2
