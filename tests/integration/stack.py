@@ -3,7 +3,7 @@
 Endpoints default to the host ports of docker/compose.yml and can all be overridden from
 the environment, so the same tests run against a stack started elsewhere:
 
-    KAFKA_BOOTSTRAP, SCHEMA_REGISTRY_URL, CONNECT_URL, RABBITMQ_URL,
+    KAFKA_BOOTSTRAP, SCHEMA_REGISTRY_URL, CONNECT_URL, CONNECT_2_URL, RABBITMQ_URL,
     RABBITMQ_MANAGEMENT_URL, POSTGRES_DSN
 
 Readiness means a real round trip per service (Kafka metadata, a registry query, the
@@ -51,6 +51,7 @@ class Stack:
     kafka_bootstrap: str
     schema_registry_url: str
     connect_url: str
+    connect_2_url: str
     # Fields that carry credentials stay out of repr(): it ends up in test reports.
     rabbitmq_url: str = field(repr=False)
     rabbitmq_management_url: str
@@ -70,6 +71,7 @@ class Stack:
             schema_registry_url=env("SCHEMA_REGISTRY_URL",
                                     "http://localhost:8081/apis/ccompat/v7"),
             connect_url=env("CONNECT_URL", "http://localhost:8083"),
+            connect_2_url=env("CONNECT_2_URL", "http://localhost:8084"),
             rabbitmq_url=env("RABBITMQ_URL",
                              f"amqp://{quote(user, safe='')}:{quote(password, safe='')}"
                              "@localhost:5672/%2F"),
@@ -100,6 +102,9 @@ class Stack:
     def connect_ready(self) -> bool:
         return _http_ok(f"{self.connect_url}/connectors")
 
+    def connect_2_ready(self) -> bool:
+        return _http_ok(f"{self.connect_2_url}/connectors")
+
     def rabbitmq_ready(self) -> bool:
         import pika
 
@@ -126,6 +131,7 @@ class Stack:
             "kafka": self.kafka_ready,
             "schema-registry": self.schema_registry_ready,
             "connect": self.connect_ready,
+            "connect-2": self.connect_2_ready,
             "rabbitmq": self.rabbitmq_ready,
             "postgres": self.postgres_ready,
         }
@@ -155,6 +161,7 @@ HOST_PORTS = {
     "kafka": [9092],
     "schema-registry": [8081],
     "connect": [8083],
+    "connect-2": [8084],
     "rabbitmq": [5672, 15672],
     "postgres": [5432],
     "snowplow-collector": [8080],
