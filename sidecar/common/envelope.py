@@ -46,9 +46,21 @@ class Envelope:
             "payload": self.payload,
         }
 
-    def to_json(self) -> bytes:
-        """JSON for humans and schemaless consumers; times as ISO-8601 UTC strings."""
-        doc = {
+    def to_json(self, raw_payload: bytes | None = None) -> bytes:
+        """JSON for humans and schemaless consumers; times as ISO-8601 UTC strings.
+
+        ``raw_payload``: the payload as the JSON text it arrived in (strict JSON, UTF-8),
+        spliced in as is instead of re-encoding ``payload``; the bridge's hot path.
+        """
+        if raw_payload is not None:
+            head = self._json_doc()
+            del head["payload"]
+            text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()
+            return text[:-1] + b',"payload":' + raw_payload + b"}"
+        return json.dumps(self._json_doc(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _json_doc(self) -> dict[str, Any]:
+        return {
             "event_id": self.event_id,
             "event_type": self.event_type,
             "source": self.source,
@@ -57,7 +69,6 @@ class Envelope:
             "attributes": dict(self.attributes),
             "payload": self.payload,
         }
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def envelope_avro_schema(name: str, namespace: str, payload_schema: Any) -> dict[str, Any]:

@@ -129,6 +129,9 @@ class QueuePipeline:
         self._topics: TopicCreator | None = None
         self.stopped_cleanly = False
         self._abort_backoff = Backoff(0.2, 10.0)
+        # Per-delivery metrics, resolved once (labels() costs a lock and a dict lookup).
+        self._consumed = metrics.consumed.labels(queue)
+        self._unacked = metrics.unacked.labels(queue)
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -231,8 +234,8 @@ class QueuePipeline:
     def _on_delivery(self, d: Delivery) -> None:
         self._last_tag = d.delivery_tag
         self._batch.add(d, len(d.body), time.monotonic())
-        self.m.consumed.labels(self.queue).inc()
-        self.m.unacked.labels(self.queue).inc()
+        self._consumed.inc()
+        self._unacked.inc()
 
     def _submit(self) -> None:
         items = self._batch.drain()

@@ -109,6 +109,10 @@ class _StrictFields(dict[str, Any]):
         raise RouteError(f"template field {{{key}}} unknown")
 
 
+def _has_fields(template: str) -> bool:
+    return any(name is not None for _, name, _, _ in string.Formatter().parse(template))
+
+
 def render(template: str, fields: Mapping[str, Any]) -> str:
     for name in ("type", "app_id"):
         if f"{{{name}" in template and fields.get(name) is None:
@@ -178,6 +182,10 @@ class Router:
         self._routes = [_CompiledRoute(r) for r in routes]
         self._default = _CompiledRoute(default) if default is not None else None
         self._stream = stream
+        # Topics without template fields are rendered once, not per message.
+        self._static = {id(c.route): sanitize_topic(c.route.topic)
+                        for c in [*self._routes, *([self._default] if self._default else [])]
+                        if not _has_fields(c.route.topic)}
 
     def route(self, d: RoutingInput) -> Target | None:
         """The target for ``d``, or None when nothing matches. Raises RouteError when the
@@ -187,8 +195,9 @@ class Router:
             chosen = self._default.route
         if chosen is None:
             return None
-        fields = d.fields(self._stream)
-        topic = sanitize_topic(render(chosen.topic, fields))
+        static = self._static.get(id(chosen))
+        fields = d.fields(self._stream) if static is None or chosen.event_type else {}
+        topic = static if static is not None else sanitize_topic(render(chosen.topic, fields))
         if chosen.event_type:
             event_type = render(chosen.event_type, fields)
         else:

@@ -186,3 +186,19 @@ def test_occurred_at(source: str, props: dict[str, Any], headers: dict[str, Any]
                      payload: Any, expected: int | None) -> None:
     d = delivery("{}", headers=headers, **props)
     assert occurred_at_ms(source, d, payload) == expected
+
+
+def test_json_envelope_keeps_the_body_as_sent_and_parses() -> None:
+    core, _ = make_core()
+    raw = b'{ "robot_id": "r-7", "ts": "2026-01-01T00:00:00Z", "battery_pct": 80.5 }\n'
+    rec = core.plan([core.prepare(delivery(raw))], set(), 1).records[0]
+    assert rec.value.endswith(b',"payload":' + raw + b"}")  # type: ignore[union-attr]
+    assert json.loads(rec.value)["payload"]["battery_pct"] == 80.5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("body", [b'{"x": NaN}', b'{"x": Infinity}', '{"x": 1}'.encode("utf-16"),
+                                  b"\xef\xbb\xbf{}"])
+def test_non_strict_json_is_undecodable(body: bytes) -> None:
+    core, _ = make_core()
+    plan = core.plan([core.prepare(delivery(body))], set(), 1)
+    assert plan.dead_letters == {UNDECODABLE: 1}
