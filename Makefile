@@ -74,5 +74,5 @@ itest: venv images ## Integration tests against the real stack in containers
 test: unit itest ## Every test: unit tests, then integration tests
 
 .PHONY: bench
-bench: venv up ## Benchmarks: throughput and latency against baselines from the same run
-	@$(WITH_ENV) $(PY) -m bench
+bench: venv up ## Benchmarks vs baselines from the same run (BENCH="rabbitmq snowplow connect")
+	@$(WITH_ENV) $(PY) -m bench $(BENCH)
