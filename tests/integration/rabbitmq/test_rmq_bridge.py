@@ -225,3 +225,27 @@ def test_check_validates_config_and_connectivity(scenario: Scenario) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 4, bad.stdout + bad.stderr
     assert "FAIL rabbitmq" in bad.stdout
+
+
+def test_a_restarted_instance_fences_its_zombie(scenario: Scenario) -> None:
+    """Same instance id twice (a zombie and its replacement): the newer one's
+    init_transactions() fences the older, which exits with the named code and acks nothing;
+    its deliveries are redelivered and land once."""
+    s = scenario
+    config = s.config()
+    zombie = s.bridge(config, "same").start()
+    zombie.wait_ready()
+    replacement = s.bridge(config, "same")
+    replacement.log_path = s.tmp / "bridge-replacement.log"
+    replacement.start()
+    replacement.wait_ready()
+    n = 1000
+    publish_entities(s, n, prefix="z")
+    routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
+    wait_for(lambda: zombie.proc is not None and zombie.proc.poll() is not None, 60,
+             "the zombie stops once it tries to commit")
+    assert zombie.proc is not None and zombie.proc.returncode == 5  # Exit.KAFKA_FATAL
+    wait_for(lambda: replacement.metric_sum(routed) >= n, 120, "all routed by the replacement")
+    assert replacement.stop() == 0
+    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
+    assert_exactly_once(landed, {f"z{i}" for i in range(n)})
