@@ -1,9 +1,12 @@
 """Session fixtures: the real stack in containers (docker/compose.yml), via pytest-docker.
 
-- A stack that already answers (started by `make up`, or elsewhere and pointed at with the
-  endpoint variables of tests/integration/stack.py) is used as it is and left running.
-- Otherwise the stack is started with compose, waited for, and stopped at the end (its
-  volumes stay).
+- `compose up -d` runs first in any case: it starts what is missing and recreates any
+  container whose image `make images` just rebuilt, and is a no-op otherwise, so tests never
+  run against stale code.
+- A stack that already answered before is left running at the end; one the tests started
+  is stopped (its volumes stay).
+- With CONVEYOR_STACK=external the endpoint variables of tests/integration/stack.py point at
+  a stack started elsewhere, and compose is not touched at all.
 - Without a container engine the tests skip locally but fail under CI=true.
 """
 
@@ -25,9 +28,13 @@ def _stack_config() -> Stack:
     return Stack.from_env()
 
 
+def _external() -> bool:
+    return os.environ.get("CONVEYOR_STACK") == "external"
+
+
 @pytest.fixture(scope="session")
 def _stack_was_running(_stack_config: Stack) -> bool:
-    return os.environ.get("CONVEYOR_STACK") == "external" or _stack_config.all_ready()
+    return _external() or _stack_config.all_ready()
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +53,8 @@ def docker_compose_project_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def docker_setup(_stack_was_running: bool) -> list[str] | bool:
-    return False if _stack_was_running else ["up -d"]
+def docker_setup() -> list[str] | bool:
+    return False if _external() else ["up -d"]
 
 
 @pytest.fixture(scope="session")
@@ -56,17 +63,14 @@ def docker_cleanup(_stack_was_running: bool) -> list[str] | bool:
 
 
 @pytest.fixture(scope="session")
-def stack(request: pytest.FixtureRequest, _stack_config: Stack,
-          _stack_was_running: bool) -> Iterator[Stack]:
-    if not _stack_was_running and not os.environ.get("DOCKER_HOST") and not _engine_answers():
+def stack(request: pytest.FixtureRequest, _stack_config: Stack) -> Iterator[Stack]:
+    if not _external() and not _engine_answers():
         message = "no container engine: run `make itest` (it bootstraps one)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    docker_services = request.getfixturevalue("docker_services")
-    for name, probe in _stack_config.probes().items():
-        docker_services.wait_until_responsive(check=probe, timeout=READY_TIMEOUT_S, pause=1.0)
-        assert probe(), f"{name} is not ready"
+    request.getfixturevalue("docker_services")  # compose up (and down at the end)
+    _stack_config.wait(timeout=READY_TIMEOUT_S)  # names the service that does not answer
     yield _stack_config
 
 
