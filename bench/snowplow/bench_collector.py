@@ -132,8 +132,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_collector(workdir: Path, bootstrap: str,
-                    unsafe: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_collector(workdir: Path, bootstrap: str, unsafe: bool,
+                    parallel: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     token = uuid.uuid4().hex[:8]
     port = free_port()
     cfg = {
@@ -143,7 +143,8 @@ def start_collector(workdir: Path, bootstrap: str,
         "topics": {"default": f"bench-events-{token}", "bad": f"bench-bad-{token}",
                    "routes": [{"kind": "page_view", "topic": f"bench-views-{token}"}]},
         "dedup": {"ledger_topic": f"bench-ledger-{token}"},
-        "commit": {"unsafe_ack_before_commit": unsafe, "max_queued_events": 200_000},
+        "commit": {"unsafe_ack_before_commit": unsafe, "max_queued_events": 200_000,
+                   **({"parallel_transactions": parallel} if parallel else {})},
         "log_level": "WARNING",
     }
     path = workdir / f"{token}.yaml"
@@ -203,7 +204,8 @@ async def drive(url: str, payloads: list[bytes], seconds: float, warmup: float,
 
 
 def run_mode(mode: str, bootstrap: str, workdir: Path, payloads: list[bytes], args: Any) -> Result:
-    proc, url = start_collector(workdir, bootstrap, unsafe=(mode == "unsafe"))
+    proc, url = start_collector(workdir, bootstrap, unsafe=(mode == "unsafe"),
+                                parallel=args.parallel_transactions)
     try:
         result = asyncio.run(drive(url, payloads, args.seconds, args.warmup, args.concurrency,
                                    mode))
@@ -221,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per mode")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    p.add_argument("--concurrency", type=int, default=64,
+                   help="requests in flight (trackers are many independent clients)")
+    p.add_argument("--parallel-transactions", type=int, default=None,
+                   help="the collector's commit.parallel_transactions (default: its own)")
     args = p.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092")
     # Enough unique bodies for a fast run of both modes (a body is never sent twice).
