@@ -24,14 +24,16 @@ becomes acks only.
 
 The window, and what happens past it
 ------------------------------------
-The ledger remembers the last ``ledger.window_events`` (default 1,000,000) event_ids of the
-stream, up to ``ledger.max_age_s`` (default 7 days) old, reloading them on start. Downtime
-does not shrink it (nothing is committed while all instances are down). A redelivery is a
-no-op as long as fewer than ``window_events`` other events of the stream were committed
-between the original commit and the redelivery, i.e. about 29 minutes of the stream at 580
-events/s, or 5 minutes at a 3,000/s peak, while RabbitMQ redelivers within seconds of a
-crash (heartbeat timeout at worst). Past the window the event is produced a second time
-with the same event_id; the warehouse sinks upsert by event_id, so it is still one row.
+The ledger remembers the last ``ledger.window_events`` (default 500,000, about 70 MB) event_ids
+of the stream, up to ``ledger.max_age_s`` (default 7 days) old, reloading them on start.
+Downtime does not shrink it (nothing is committed while all instances are down). A
+redelivery is a no-op as long as fewer than ``window_events`` other events of the stream
+were committed between the original commit and the redelivery: about 14 minutes of the
+stream at 580 events/s, or nearly 3 minutes at a 3,000/s peak, while RabbitMQ redelivers
+within seconds of a crash (a heartbeat timeout at worst). Past the window the event is
+produced a second time with the same event_id; the warehouse sinks upsert by event_id, so
+it is still one row. Size the window to the longest a delivery can stay un-acked after
+its commit (``consumer_timeout`` on the RabbitMQ side bounds that) times the peak rate.
 
 Known narrow gap: if an instance loses RabbitMQ while its commit is in progress, its
 deliveries are redelivered to another instance at once. We re-check the channel right

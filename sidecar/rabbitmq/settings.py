@@ -122,7 +122,7 @@ class LedgerSettings(_Model):
     # Shared by every instance of the same stream; "{stream}" is replaced.
     topic: str = "conveyor.ledger.rabbitmq.{stream}"
     # The window: the last N committed event_ids (and at most max_age_s old) are remembered.
-    window_events: int = Field(default=1_000_000, ge=1000)
+    window_events: int = Field(default=500_000, ge=1000)
     max_age_s: int = Field(default=7 * 24 * 3600, ge=60)
     create_topic: bool = True
     partitions: int = Field(default=1, ge=1)

@@ -30,3 +30,22 @@ def test_age_bound() -> None:
     assert w.expire(now=5_500) == 1
     assert w.seen(["old", "new"]) == {"new"}
 
+
+
+def test_chunks_evict_partially_and_by_age() -> None:
+    w = RecentIds(max_ids=5)
+    w.add_many(["a", "b", "c"], 10)
+    w.add_many(["d", "e", "f", "g"], 20)
+    assert len(w) == 5
+    assert w.seen("abcdefg") == {"c", "d", "e", "f", "g"}
+    assert w.evict_older_than(15) == 1  # what is left of the first chunk
+    assert w.seen("abcdefg") == {"d", "e", "f", "g"}
+
+
+def test_duplicates_within_and_across_chunks_count_once() -> None:
+    w = RecentIds(max_ids=3)
+    w.add_many(["a", "a", "b"], 1)
+    w.add_many(["b", "c"], 2)
+    assert len(w) == 3
+    w.add("d", 3)
+    assert w.seen("abcd") == {"b", "c", "d"}
