@@ -105,5 +105,14 @@ def _kafka(settings: BridgeSettings, secrets: Secrets) -> str:
         raise RuntimeError(f"no metadata from {settings.kafka.bootstrap_servers}: "
                            f"{exc.args[0].str()}") from exc
     ledger = "exists" if settings.ledger_topic in meta.topics else "will be created"
+    # Topics without template fields can be checked now; a missing one that will not be
+    # created would make every transaction for it abort and the queue stall.
+    static = {r.topic for r in settings.all_routes() if "{" not in r.topic}
+    static.add(settings.dead_letter_topic)
+    missing = sorted(t for t in static if t not in meta.topics)
+    if missing and not settings.kafka.create_topics:
+        raise RuntimeError(f"topics missing and kafka.create_topics is off: {missing}")
+    topics = f"{len(static) - len(missing)}/{len(static)} fixed topics exist" + \
+        (f", {len(missing)} will be created" if missing else "")
     return (f"{len(meta.brokers)} broker(s) at {settings.kafka.bootstrap_servers}; "
-            f"ledger topic {ledger}")
+            f"ledger topic {ledger}; {topics}")
