@@ -124,3 +124,25 @@ def test_kafka_refusing_the_batch_is_503_never_200(collector: Callable[..., Coll
     assert httpx.get(f"{c.url}/sink-health").status_code == 200
     found = landed(kafka_bootstrap, c.topics)
     assert [e["event_id"] for e in good_events(found)] == [small]
+
+
+def test_check_against_the_real_kafka(kafka_bootstrap: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    def check(bootstrap: str) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"kafka: {{bootstrap_servers: '{bootstrap}'}}\n")
+        return subprocess.run([sys.executable, "-m", "sidecar", "snowplow", "--config",
+                               str(cfg), "--check"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    ok = check(kafka_bootstrap)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    import re
+    assert re.search(r"iglu: (\d+)/\1 schema\(s\) compile", ok.stdout), ok.stdout
+    assert "kafka: ok" in ok.stdout
+    down = check("127.0.0.1:1")
+    assert down.returncode == 4 and "kafka: FAIL" in down.stdout
