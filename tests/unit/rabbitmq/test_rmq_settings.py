@@ -8,15 +8,18 @@ import pytest
 from rmq_helpers import make_settings
 
 from sidecar.common.errors import ConfigError
+from sidecar.rabbitmq.core import Core
+from sidecar.rabbitmq.payloads import load_route_schemas
 from sidecar.rabbitmq.settings import Secrets, load_settings
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "sidecar" / "rabbitmq" / "examples"
 
 
-@pytest.mark.parametrize("name", ["minimal.yaml", "full.yaml"])
-def test_examples_load(name: str) -> None:
+@pytest.mark.parametrize("name", ["minimal.yaml", "full.yaml", "compose.yaml"])
+def test_examples_load_with_their_schemas_and_routes(name: str) -> None:
     s = load_settings(EXAMPLES / name)
     assert s.rabbitmq.queues
+    Core(s, load_route_schemas(s.all_routes(), s.base_dir))  # schemas parse, templates known
 
 
 def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
