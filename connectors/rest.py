@@ -18,12 +18,21 @@ DEFAULT_TIMEOUT_S = 30.0
 class ConnectError(Exception):
     """Connect refused a request, or a connector/task failed."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConnectUnreachable(ConnectError):
+    """No Connect worker answered at the URL (wrong URL, worker down or starting)."""
+
 
 @dataclass(frozen=True)
 class ConnectorState:
     name: str
     state: str
     tasks: list[dict[str, Any]]
+    worker_id: str | None = None
 
     @property
     def running(self) -> bool:
@@ -42,17 +51,27 @@ class ConnectorState:
 
 
 class ConnectClient:
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self._http.request(method, path, **kwargs)
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ConnectUnreachable(f"{method} {self.url}{path}: {exc or type(exc).__name__}"
+                                     ) from exc
         if resp.status_code >= 400:
             try:
                 message = resp.json().get("message", resp.text)
             except ValueError:
                 message = resp.text
-            raise ConnectError(f"{method} {path}: {resp.status_code} {message}")
+            raise ConnectError(f"{method} {path}: {resp.status_code} {message}",
+                               resp.status_code)
         return resp.json() if resp.content else None
 
     def plugins(self, connectors_only: bool = False) -> list[dict[str, Any]]:
@@ -71,7 +90,7 @@ class ConnectClient:
         try:
             return self._request("GET", f"/connectors/{name}/config")  # type: ignore[no-any-return]
         except ConnectError as exc:
-            if " 404 " in str(exc):
+            if exc.status == 404:
                 return None
             raise
 
@@ -79,16 +98,26 @@ class ConnectClient:
         """Create or update (PUT is idempotent in Connect)."""
         self._request("PUT", f"/connectors/{name}/config", json=config)
 
+    def tasks(self, name: str) -> list[dict[str, Any]]:
+        """Task configs as the herder last generated them (``[{id, config}]``)."""
+        return self._request("GET", f"/connectors/{name}/tasks")  # type: ignore[no-any-return]
+
+    def restart(self, name: str, only_failed: bool = True) -> None:
+        """Restart the connector and its (failed) tasks."""
+        params = {"includeTasks": "true", "onlyFailed": str(only_failed).lower()}
+        self._request("POST", f"/connectors/{name}/restart", params=params)
+
     def status(self, name: str) -> ConnectorState:
         doc = self._request("GET", f"/connectors/{name}/status")
-        return ConnectorState(name, doc["connector"]["state"], doc.get("tasks", []))
+        return ConnectorState(name, doc["connector"]["state"], doc.get("tasks", []),
+                              doc["connector"].get("worker_id"))
 
     def delete(self, name: str) -> bool:
         try:
             self._request("DELETE", f"/connectors/{name}")
             return True
         except ConnectError as exc:
-            if " 404 " in str(exc):
+            if exc.status == 404:
                 return False
             raise
 

@@ -1,0 +1,293 @@
+"""``conveyor-connectors``: deploy connector config files through the Connect REST API.
+
+Thin commands over ``connectors.deploy``: parse options, call the library, print, exit
+with a named code (``ExitCode``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from . import deploy
+from .configs import ConfigFileError, ConnectorFile, load_files, load_profile, profiles
+from .rest import ConnectClient, ConnectError, ConnectorState, ConnectUnreachable
+
+DEFAULT_CONNECT_URL = "http://localhost:8083"
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    NOT_RUNNING = 1     # a connector or task FAILED, or did not reach RUNNING in time
+    USAGE = 2           # bad command line (click's own code)
+    INVALID_CONFIG = 3  # a file is unreadable, or the worker's validate reported errors
+    UNREACHABLE = 4     # no Connect worker answered at --connect-url
+    NOT_FOUND = 5       # a connector named on the command line does not exist
+    REFUSED = 6         # Connect answered a request with an error
+
+
+MAIN_HELP = f"""Deploy Conveyor's connectors (config files, one per connector) to Kafka Connect.
+
+\b
+Connector files are JSON, {{"name": ..., "config": {{...}}}}, grouped in profiles under
+connectors/configs/<profile>/ ({", ".join(profiles())}). Secrets are never in
+them: they reference the worker's config providers, e.g. ${{env:CONVEYOR_POSTGRES_PASSWORD}}.
+
+\b
+Examples:
+  conveyor-connectors validate --profile local        # ask the worker, change nothing
+  conveyor-connectors apply --profile local           # create/update, wait until RUNNING
+  conveyor-connectors apply --dry-run connectors/configs/local/snowplow-bad-rows.json
+  conveyor-connectors status                          # every connector on the worker
+  conveyor-connectors delete warehouse-snowplow-bad-rows
+  CONNECT_URL=http://connect.prod:8083 conveyor-connectors status --profile local
+
+\b
+Exit codes:
+{chr(10).join(f"  {c.value}  {c.name}" for c in ExitCode)}
+"""
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    click.secho(message, fg="red", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Our exceptions become a message and a named exit code, never a traceback."""
+    try:
+        yield
+    except ConfigFileError as exc:
+        _fail(ExitCode.INVALID_CONFIG, f"error: {exc}")
+    except ConnectUnreachable as exc:
+        _fail(ExitCode.UNREACHABLE,
+              f"error: no Connect worker answers: {exc}\n"
+              "  is the stack up (`make up`)? point at another worker with --connect-url "
+              "or CONNECT_URL")
+    except ConnectError as exc:
+        _fail(ExitCode.REFUSED, f"error: Connect refused: {exc}")
+
+
+def _select(files: tuple[Path, ...], profile: str | None) -> list[ConnectorFile]:
+    if files and profile:
+        raise click.UsageError("give connector FILES or --profile, not both")
+    if profile:
+        return load_profile(profile)
+    if not files:
+        raise click.UsageError(f"give connector FILES or --profile ({', '.join(profiles())})")
+    return load_files(files)
+
+
+pass_client = click.make_pass_decorator(ConnectClient)
+files_argument = click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False,
+                                                                   path_type=Path))
+profile_option = click.option("--profile", "-p", metavar="NAME",
+                              help="Every file of connectors/configs/NAME/ (e.g. local).")
+
+
+@click.group(help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
+@click.option("--connect-url", envvar="CONNECT_URL", default=DEFAULT_CONNECT_URL,
+              show_default=True, help="Any worker of the Connect cluster (env: CONNECT_URL).")
+@click.pass_context
+def main(ctx: click.Context, connect_url: str) -> None:
+    ctx.obj = ctx.with_resource(_closing(ConnectClient(connect_url)))
+
+
+@contextmanager
+def _closing(client: ConnectClient) -> Iterator[ConnectClient]:
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@main.command("validate")
+@files_argument
+@profile_option
+@pass_client
+def validate_cmd(client: ConnectClient, files: tuple[Path, ...], profile: str | None) -> None:
+    """Check connector files with the worker's validate endpoint; change nothing.
+
+    \b
+    Every error the worker finds is printed under its key, e.g.
+      warehouse-rabbitmq-events: 1 error
+        transforms.unwrap.payload.flatten.depth: Invalid value -1 ... at least 0
+    Exits INVALID_CONFIG (3) when any file has an error.
+    """
+    with _errors():
+        connectors = _select(files, profile)
+        bad = 0
+        for c in connectors:
+            problems = deploy.validate(client, c)
+            _print_problems(c.name, problems)
+            bad += bool(problems)
+    if bad:
+        sys.exit(ExitCode.INVALID_CONFIG)
+
+
+@main.command("apply")
+@files_argument
+@profile_option
+@click.option("--timeout", default=deploy.WAIT_TIMEOUT_S, show_default=True, type=float,
+              help="Seconds to wait for RUNNING, per connector.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@pass_client
+def apply_cmd(client: ConnectClient, files: tuple[Path, ...], profile: str | None,
+              timeout: float, dry_run: bool) -> None:
+    """Create or update connectors, then wait until they and their tasks are RUNNING.
+
+    \b
+    Idempotent: a connector whose config already matches its file is left alone and
+    reported "unchanged" (nothing restarts). Every file is validated by the worker first;
+    if any is invalid, nothing is applied (exit INVALID_CONFIG). A connector or task that
+    FAILS is shown with its stack trace (exit NOT_RUNNING).
+    """
+    with _errors():
+        connectors = _select(files, profile)
+        invalid = [(c, p) for c in connectors if (p := deploy.validate(client, c))]
+        if invalid:
+            for c, problems in invalid:
+                _print_problems(c.name, problems)
+            _fail(ExitCode.INVALID_CONFIG, "nothing applied: fix the errors above")
+        failed = 0
+        for c in connectors:
+            if dry_run:
+                _print_plan(c, client.config(c.name))
+                continue
+            click.echo(f"{c.name}: applying ...", err=True)
+            try:
+                result = deploy.apply(client, c, timeout=timeout)
+            except deploy.NotRunning as exc:
+                click.secho(f"{c.name}: NOT RUNNING", fg="red")
+                click.echo(_indent(str(exc)))
+                failed += 1
+                continue
+            _print_applied(result)
+    if failed:
+        sys.exit(ExitCode.NOT_RUNNING)
+
+
+@main.command("status")
+@click.argument("names", nargs=-1)
+@profile_option
+@pass_client
+def status_cmd(client: ConnectClient, names: tuple[str, ...], profile: str | None) -> None:
+    """Show connectors and their tasks (default: every connector on the worker).
+
+    \b
+    Exits NOT_RUNNING (1) when one is not fully RUNNING (failed tasks print their trace),
+    NOT_FOUND (5) when a named connector does not exist.
+    """
+    with _errors():
+        if profile and names:
+            raise click.UsageError("give connector NAMES or --profile, not both")
+        wanted = [c.name for c in load_profile(profile)] if profile else list(names)
+        wanted = wanted or sorted(client.connectors())
+        if not wanted:
+            click.echo("no connectors")
+            return
+        code = ExitCode.OK
+        for name in wanted:
+            state = deploy.status(client, name)
+            if state is None:
+                click.secho(f"{name}: NOT FOUND", fg="red")
+                code = ExitCode.NOT_FOUND
+                continue
+            _print_state(state)
+            if not state.running and code == ExitCode.OK:
+                code = ExitCode.NOT_RUNNING
+    sys.exit(code)
+
+
+@main.command("delete")
+@click.argument("names", nargs=-1)
+@profile_option
+@pass_client
+def delete_cmd(client: ConnectClient, names: tuple[str, ...], profile: str | None) -> None:
+    """Delete connectors by name (or every connector of a profile).
+
+    \b
+    Idempotent: a connector that does not exist is reported and skipped. The tables it
+    wrote and its consumer group offsets stay; applying it again resumes where it stopped.
+    """
+    with _errors():
+        if profile and names:
+            raise click.UsageError("give connector NAMES or --profile, not both")
+        wanted = [c.name for c in load_profile(profile)] if profile else list(names)
+        if not wanted:
+            raise click.UsageError("name the connectors to delete, or give --profile")
+        for name in wanted:
+            gone = deploy.delete(client, name)
+            click.echo(f"{name}: {'deleted' if gone else 'not found (nothing to delete)'}")
+
+
+# -- output ---------------------------------------------------------------------------------
+
+def _print_problems(name: str, problems: list[deploy.ConfigProblem]) -> None:
+    if not problems:
+        click.secho(f"{name}: valid", fg="green")
+        return
+    click.secho(f"{name}: {len(problems)} error{'s' if len(problems) > 1 else ''}", fg="red")
+    for p in problems:
+        click.echo(f"  {p.key}: {p.message}")
+
+
+def _print_plan(c: ConnectorFile, current: dict[str, str] | None) -> None:
+    from .configs import diff
+
+    changes = diff(c.body(), current)
+    if current is None:
+        click.echo(f"{c.name}: would be created")
+    elif not changes:
+        click.echo(f"{c.name}: unchanged")
+    else:
+        click.echo(f"{c.name}: would be updated")
+        _print_changes(changes)
+
+
+def _print_applied(result: deploy.Applied) -> None:
+    colour: Callable[[str], str] = (lambda s: click.style(s, fg="green")) \
+        if result.action != "unchanged" else (lambda s: s)
+    click.echo(colour(f"{result.name}: {result.action}"))
+    _print_changes(result.changes)
+    if result.state is not None:
+        _print_state(result.state, header=False)
+
+
+def _print_changes(changes: dict[str, tuple[str | None, str | None]]) -> None:
+    for key, (old, new) in changes.items():
+        if old is None:
+            click.echo(f"  + {key} = {new}")
+        elif new is None:
+            click.echo(f"  - {key} (was {old})")
+        else:
+            click.echo(f"  ~ {key}: {old} -> {new}")
+
+
+def _print_state(state: ConnectorState, header: bool = True) -> None:
+    if header:
+        ok = state.running
+        click.secho(f"{state.name}: {state.state}" + ("" if ok else " (not fully running)"),
+                    fg="green" if ok else "red")
+    worker = f" on {state.worker_id}" if state.worker_id else ""
+    click.echo(f"  connector {state.state}{worker}")
+    for task in sorted(state.tasks, key=lambda t: t["id"]):
+        click.echo(f"  task {task['id']} {task['state']} on {task.get('worker_id', '?')}")
+        if task["state"] == "FAILED":
+            click.echo(_indent(task.get("trace", "(no trace)"), 4))
+
+
+def _indent(text: str, n: int = 2) -> str:
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Fixtures for the connector tests: the real worker, per-test copies of our connector files.
+
+Each test deploys the files of ``connectors/configs/local/`` with only the names changed:
+its own connector name, source topics, table prefix and dead-letter topic, so tests never
+see each other's rows. Connectors are deleted and tables dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from connectors import deploy
+from connectors.configs import ConnectorFile, load_file
+from connectors.rest import ConnectClient
+from tests.integration.stack import Stack
+
+from .warehouse import Warehouse
+
+LOCAL = Path(__file__).resolve().parents[3] / "connectors" / "configs" / "local"
+
+
+@dataclass
+class Run:
+    """One test's names: ``t<token>`` prefixes its topics and tables."""
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def prefix(self) -> str:
+        return f"t{self.token}"
+
+    def dlq(self, connector: str) -> str:
+        return f"conveyor.dlq.connect.{connector}-{self.token}"
+
+
+def for_test(file: str, run: Run, **changes: str) -> ConnectorFile:
+    """A local connector file with this test's names (and any other ``changes``)."""
+    c = load_file(LOCAL / file)
+    name = f"{c.name}-{run.token}"
+    cfg = dict(c.config)
+    p = run.prefix
+    if "transforms.route.topic.format" in cfg:
+        # rabbitmq_${value} -> t<token>_rabbitmq_${value}: the table names of this test.
+        cfg["transforms.route.topic.format"] = f"{p}_{cfg['transforms.route.topic.format']}"
+    if c.name == "warehouse-rabbitmq-events":
+        cfg["topics.regex"] = rf"{p}\.events\..+"
+    elif c.name == "warehouse-snowplow-events":
+        cfg["topics.regex"] = rf"{p}\.snowplow\.(?!bad$).+"
+    elif c.name == "warehouse-snowplow-bad-rows":
+        cfg["topics"] = f"{p}.snowplow.bad"
+        cfg["collection.name.format"] = f"{p}_{cfg['collection.name.format']}"
+    cfg["errors.deadletterqueue.topic.name"] = run.dlq(c.name)
+    cfg.update(changes)
+    return ConnectorFile(name, cfg, c.path, c.notes)
+
+
+@pytest.fixture(scope="session")
+def connect(stack: Stack) -> Iterator[ConnectClient]:
+    client = ConnectClient(stack.connect_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def run() -> Run:
+    return Run()
+
+
+@pytest.fixture
+def warehouse(stack: Stack, run: Run) -> Iterator[Warehouse]:
+    wh = Warehouse(stack.postgres_dsn)
+    yield wh
+    wh.drop(*wh.tables(f"{run.prefix}_"))
+    wh.close()
+
+
+@pytest.fixture
+def deployed(connect: ConnectClient) -> Iterator[Callable[[ConnectorFile], deploy.Applied]]:
+    """``deployed(connector)``: apply it through our deploy code; deleted after the test."""
+    names: list[str] = []
+
+    def apply(c: ConnectorFile) -> deploy.Applied:
+        names.append(c.name)
+        return deploy.apply(connect, c, timeout=120)
+
+    yield apply
+    for name in names:
+        connect.delete(name)
+
+
+def table(run: Run, kind: str, event_type: str) -> str:
+    """The table RouteByField names: ``t<token>_<kind>_<sanitised event type>``."""
+    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", f"{run.prefix}_{kind}_{event_type}"
+                                     .lower()))[:63]
