@@ -4,7 +4,7 @@ Endpoints default to the host ports of docker/compose.yml and can all be overrid
 the environment, so the same tests run against a stack started elsewhere:
 
     KAFKA_BOOTSTRAP, SCHEMA_REGISTRY_URL, CONNECT_URL, CONNECT_2_URL, RABBITMQ_URL,
-    RABBITMQ_MANAGEMENT_URL, POSTGRES_DSN
+    RABBITMQ_MANAGEMENT_URL, POSTGRES_DSN, RABBITMQ_BRIDGE_URL, COLLECTOR_URL
 
 Readiness means a real round trip per service (Kafka metadata, a registry query, the
 Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
@@ -58,6 +58,8 @@ class Stack:
     rabbitmq_user: str
     rabbitmq_password: str = field(repr=False)
     postgres_dsn: str = field(repr=False)
+    rabbitmq_bridge_url: str = "http://localhost:9101"
+    collector_url: str = "http://localhost:8080"
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -81,6 +83,8 @@ class Stack:
             postgres_dsn=env("POSTGRES_DSN",
                              f"postgresql://{quote(pg_user, safe='')}:"
                              f"{quote(pg_password, safe='')}@localhost:5432/warehouse"),
+            rabbitmq_bridge_url=env("RABBITMQ_BRIDGE_URL", "http://localhost:9101"),
+            collector_url=env("COLLECTOR_URL", "http://localhost:8080"),
         )
 
     # -- probes: each returns True once the service does real work ------------------------
@@ -134,6 +138,8 @@ class Stack:
             "connect-2": self.connect_2_ready,
             "rabbitmq": self.rabbitmq_ready,
             "postgres": self.postgres_ready,
+            "rabbitmq-bridge": lambda: _http_ok(f"{self.rabbitmq_bridge_url}/health"),
+            "snowplow-collector": lambda: _http_ok(f"{self.collector_url}/health"),
         }
 
     def all_ready(self) -> bool:
