@@ -30,7 +30,8 @@ SCHEMA = """
   {"name": "event_id", "type": "string"},
   {"name": "item", "type": "string"},
   {"name": "quantity", "type": "int"},
-  {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
+  {"name": "price",
+   "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
   {"name": "note", "type": ["null", "string"], "default": null}
 ]}
 """

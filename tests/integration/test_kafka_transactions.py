@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 
 from tests.integration.stack import Stack
 
 
-def _read_committed(stack: Stack, topic: str, expect_at_least: int, timeout_s: float = 30) -> list[bytes]:
-    """Everything read_committed up to the partition ends (a transaction marker included)."""
+def _read_committed(stack: Stack, topic: str, expect_at_least: int,
+                    timeout_s: float = 30) -> list[bytes]:
+    """Values read_committed until every partition is at its end and enough were seen."""
     consumer = Consumer({
         "bootstrap.servers": stack.kafka_bootstrap,
         "group.id": f"verify-{uuid.uuid4().hex[:8]}",
@@ -21,9 +23,7 @@ def _read_committed(stack: Stack, topic: str, expect_at_least: int, timeout_s: f
     })
     consumer.subscribe([topic])
     values: list[bytes] = []
-    eof: set[int] = set()
-    import time
-
+    at_end: set[int] = set()
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -31,12 +31,14 @@ def _read_committed(stack: Stack, topic: str, expect_at_least: int, timeout_s: f
             if msg is None:
                 continue
             if msg.error():
-                if msg.error().code() == msg.error()._PARTITION_EOF:
-                    eof.add(msg.partition())
-                    if len(values) >= expect_at_least and eof >= set(range(1)):
-                        break
-                    continue
-                raise AssertionError(msg.error())
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(msg.error())
+                at_end.add(msg.partition())
+                assigned = {tp.partition for tp in consumer.assignment()}
+                if len(values) >= expect_at_least and at_end >= assigned:
+                    break
+                continue
+            at_end.discard(msg.partition())
             values.append(msg.value())
     finally:
         consumer.close()
