@@ -68,6 +68,10 @@ class TransactionalProducer:
         self._initialised = False
 
     def init(self) -> None:
+        """init_transactions(), once: librdkafka refuses a second call on a ready producer,
+        so callers may retry their own start-up (topics, ledger) around it freely."""
+        if self._initialised:
+            return
         self._call("init_transactions", self._producer.init_transactions, TXN_CALL_TIMEOUT_S)
         self._initialised = True
 

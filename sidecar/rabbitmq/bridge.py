@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 TOPIC_CREATE_TIMEOUT_S = 30.0
+KAFKA_PROBE_INTERVAL_S = 5.0
 
 
 class Backoff:
@@ -129,6 +130,7 @@ class QueuePipeline:
         self._topics: TopicCreator | None = None
         self.stopped_cleanly = False
         self._abort_backoff = Backoff(0.2, 10.0)
+        self._next_probe = 0.0
         # Per-delivery metrics, resolved once (labels() costs a lock and a dict lookup).
         self._consumed = metrics.consumed.labels(queue)
         self._unacked = metrics.unacked.labels(queue)
@@ -146,7 +148,9 @@ class QueuePipeline:
     def _on_kafka_error(self, err: KafkaError) -> None:
         # librdkafka's error callback: never raise here. It reconnects by itself; we only
         # reflect the state in /health and the logs.
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        # Only "all brokers down" counts: a single dropped connection (an idle one reaped
+        # by the broker, say) is routine and librdkafka reconnects on its own.
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self.kafka_ok:
                 log.warning("kafka.disconnected", extra={"queue": self.queue,
                                                          "error": err.str()})
@@ -228,8 +232,25 @@ class QueuePipeline:
             if self._inflight is None and self._batch.due(now):
                 self._submit()
                 continue
+            if self._inflight is None and not self.kafka_ok and not len(self._batch) \
+                    and now >= self._next_probe:
+                # Idle while Kafka was reported down: nothing else would notice its return.
+                self._next_probe = now + KAFKA_PROBE_INTERVAL_S
+                self._executor.submit(self._probe_kafka)
             wait = 0.5 if self._inflight is not None else self._batch.time_left(now)
             self._amqp.pump(min(wait, 0.5))
+
+    def _probe_kafka(self) -> None:
+        """On the Kafka thread: one round trip to the ledger's partitions."""
+        try:
+            assert self._ledger is not None
+            self._ledger.poll()
+            self._ledger.sync(timeout=KAFKA_PROBE_INTERVAL_S)
+        except Exception as exc:  # still down: the next probe tries again
+            log.debug("kafka.probe_failed", extra={"queue": self.queue, "error": str(exc)})
+            return
+        log.info("kafka.reconnected", extra={"queue": self.queue})
+        self._set_kafka(True)
 
     def _on_delivery(self, d: Delivery) -> None:
         self._last_tag = d.delivery_tag

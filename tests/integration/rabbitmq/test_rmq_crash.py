@@ -114,6 +114,11 @@ def test_exactly_once_through_kills_and_broker_restarts(
             stack.restart("rabbitmq")
         if k == RESTART_KAFKA_AFTER_KILL:
             stack.restart("kafka")
+
+            def healthy_again() -> bool:
+                sup.tend()
+                return bridge.health() is not None
+            wait_for(healthy_again, 120, "bridge /health ready after the Kafka restart")
     pub.join(timeout=600)
     assert not pub.is_alive(), "publisher did not finish"
     assert not failure, failure
