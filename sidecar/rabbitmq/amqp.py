@@ -53,6 +53,7 @@ class AmqpSession:
         self._conn: pika.BlockingConnection | None = None
         self._ch: BlockingChannel | None = None
         self._tag: str | None = None
+        self._cancelled = False
 
     @property
     def is_open(self) -> bool:
@@ -85,7 +86,14 @@ class AmqpSession:
                      body: bytes) -> None:
             on_delivery(to_delivery(queue, method, props, body))
 
+        def cancelled(_frame: Any) -> None:
+            # The broker cancelled us (queue deleted, node failover): without this we would
+            # sit connected, healthy and idle forever.
+            self._cancelled = True
+
         try:
+            self._cancelled = False
+            self._ch.add_on_cancel_callback(cancelled)
             self._tag = self._ch.basic_consume(queue, callback, auto_ack=False)
         except LOST as exc:
             raise AmqpLost(f"consume {queue}: {describe(exc)}") from exc
@@ -108,6 +116,9 @@ class AmqpSession:
             self._conn.process_data_events(time_limit=max(seconds, 0.0))
         except LOST as exc:
             raise AmqpLost(describe(exc)) from exc
+        if self._cancelled:
+            raise AmqpLost(f"consumer on {self.queue} cancelled by the broker "
+                           "(queue deleted?)")
 
     def wake_from_thread(self) -> None:
         """Make a ``pump`` in progress return; callable from any thread."""

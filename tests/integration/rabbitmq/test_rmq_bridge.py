@@ -249,3 +249,34 @@ def test_a_restarted_instance_fences_its_zombie(scenario: Scenario) -> None:
     assert replacement.stop() == 0
     landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
     assert_exactly_once(landed, {f"z{i}" for i in range(n)})
+
+
+def test_queue_deleted_under_the_bridge_is_redeclared_and_drained(scenario: Scenario) -> None:
+    """A broker-side consumer cancel (queue deleted) is treated as a lost connection: the
+    bridge reconnects, declares its topology again and goes on, instead of idling forever."""
+    import pika
+
+    s = scenario
+    bridge = s.bridge(s.config()).start()
+    bridge.wait_ready()
+    publish_entities(s, 100, prefix="before-")
+    routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
+    wait_for(lambda: bridge.metric_sum(routed) >= 100, 60, "first messages routed")
+    conn = pika.BlockingConnection(pika.URLParameters(s.stack.rabbitmq_url))
+    conn.channel().queue_delete(s.queue)
+    conn.close()
+    wait_for(lambda: "cancelled by the broker" in bridge.log_tail(200), 30, "cancel noticed")
+    wait_for(lambda: queue_exists(s), 60, "queue declared again")
+    publish_entities(s, 100, prefix="after-")
+    wait_for(lambda: bridge.metric_sum(routed) >= 200, 60, "later messages routed")
+    assert bridge.stop() == 0
+    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
+    assert_exactly_once(landed, {f"{p}{i}" for p in ("before-", "after-") for i in range(100)})
+
+
+def queue_exists(s: Scenario) -> bool:
+    try:
+        queue_depth(s.stack, s.queue)
+        return True
+    except Exception:
+        return False
