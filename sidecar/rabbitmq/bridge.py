@@ -29,7 +29,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 from sidecar.common.envelope import now_ms
@@ -43,12 +42,12 @@ from .core import Core, Delivery, Plan
 from .metrics import Metrics
 from .payloads import load_route_schemas
 from .settings import BridgeSettings, Secrets
+from .topics import TopicCreator
 
 log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
-TOPIC_CREATE_TIMEOUT_S = 30.0
 KAFKA_PROBE_INTERVAL_S = 5.0
 
 
@@ -72,33 +71,6 @@ class _InFlight:
     last_tag: int
     count: int
     closed_at: float
-
-
-class TopicCreator:
-    """Creates routed and dead-letter topics the first time they are used."""
-
-    def __init__(self, client_config: dict[str, object], partitions: int,
-                 replication_factor: int) -> None:
-        self._admin = AdminClient(client_config)  # type: ignore[arg-type]
-        self._known: set[str] = set()
-        self._partitions, self._rf = partitions, replication_factor
-
-    def ensure(self, topics: set[str]) -> None:
-        new = topics - self._known
-        if not new:
-            return
-        futures = self._admin.create_topics(
-            [NewTopic(t, num_partitions=self._partitions, replication_factor=self._rf)
-             for t in sorted(new)], request_timeout=TOPIC_CREATE_TIMEOUT_S)
-        for topic, fut in futures.items():
-            try:
-                fut.result(TOPIC_CREATE_TIMEOUT_S)
-                log.info("kafka.topic_created", extra={"topic": topic})
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise TransactionAborted(f"create topic {topic}: {exc.args[0].str()}") \
-                        from exc
-            self._known.add(topic)
 
 
 class QueuePipeline:
