@@ -3,8 +3,8 @@
 - `compose up -d` runs first in any case: it starts what is missing and recreates any
   container whose image `make images` just rebuilt, and is a no-op otherwise, so tests never
   run against stale code.
-- A stack that already answered before is left running at the end; one the tests started
-  is stopped (its volumes stay).
+- A stack that was (even partly) running before is left running at the end; one the tests
+  started from nothing is stopped (its volumes stay).
 - With CONVEYOR_STACK=external the endpoint variables of tests/integration/stack.py point at
   a stack started elsewhere, and compose is not touched at all.
 - Without a container engine the tests skip locally but fail under CI=true.
@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.stack import COMPOSE_FILE, PROJECT, READY_TIMEOUT_S, Stack, compose_command
+from tests.integration.stack import (
+    COMPOSE_FILE,
+    PROJECT,
+    READY_TIMEOUT_S,
+    Stack,
+    compose,
+    compose_command,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +40,12 @@ def _external() -> bool:
 
 
 @pytest.fixture(scope="session")
-def _stack_was_running(_stack_config: Stack) -> bool:
-    return _external() or _stack_config.all_ready()
+def _stack_was_running() -> bool:
+    """Any of the stack's containers already running: someone else's stack, keep it up."""
+    if _external():
+        return True
+    running = compose("ps", "--services", "--filter", "status=running", check=False).stdout
+    return bool(running.split())
 
 
 @pytest.fixture(scope="session")
