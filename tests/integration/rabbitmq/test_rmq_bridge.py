@@ -311,3 +311,28 @@ def test_sigterm_under_load_commits_acks_and_exits_zero(scenario: Scenario) -> N
     assert second.stop() == 0
     landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
     assert_exactly_once(landed, {f"t{i}" for i in range(n)})
+
+
+def test_one_instance_drains_several_queues(scenario: Scenario) -> None:
+    """One pipeline (connection, transactional producer) per queue, one process."""
+    s = scenario
+    q1, q2 = f"{s.queue}.one", f"{s.queue}.two"
+    topology = {"declare": True, "exchanges": [{"name": s.exchange, "type": "topic"}],
+                "queues": [{"name": q1}, {"name": q2}],
+                "bindings": [{"exchange": s.exchange, "queue": q1, "routing_key": "one.#"},
+                             {"exchange": s.exchange, "queue": q2, "routing_key": "two.#"}]}
+    config = s.config([{"topic": f"{s.stream}.{{queue}}", "key": "routing_key"}],
+                      rabbitmq={"queues": [q1, q2], "topology": topology})
+    bridge = s.bridge(config).start()
+    bridge.wait_ready()
+    for i in range(400):
+        s.publisher.publish("one.x" if i % 2 else "two.x", b'{"i": %d}' % i, message_id=f"q{i}")
+    routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
+    wait_for(lambda: bridge.metric_sum(routed) >= 400, 60, "both queues drained")
+    metrics = bridge.metrics()
+    assert metrics[f'conveyor_rabbitmq_produced_total{{kind="routed",queue="{q1}"}}'] == 200
+    assert metrics[f'conveyor_rabbitmq_produced_total{{kind="routed",queue="{q2}"}}'] == 200
+    assert bridge.stop() == 0
+    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.{q1}", f"{s.stream}.{q2}"])
+    assert_exactly_once(landed, {f"q{i}" for i in range(400)})
+    assert {r.topic for r in landed if r.event_id == "q1"} == {f"{s.stream}.{q1}"}
