@@ -103,6 +103,7 @@ class QueuePipeline:
         self.stopped_cleanly = False
         self._abort_backoff = Backoff(0.2, 10.0)
         self._next_probe = 0.0
+        self._eager = False
         # Per-delivery metrics, resolved once (labels() costs a lock and a dict lookup).
         self._consumed = metrics.consumed.labels(queue)
         self._unacked = metrics.unacked.labels(queue)
@@ -201,7 +202,10 @@ class QueuePipeline:
             if self._stop.is_set():
                 self._drain_and_stop()
                 return
-            if self._inflight is None and self._batch.due(now):
+            # Deliveries that piled up while the previous batch committed have waited long
+            # enough: send them at once. Under load this sizes batches by commit time.
+            if self._inflight is None and (self._batch.due(now) or
+                                           (self._eager and len(self._batch))):
                 self._submit()
                 continue
             if self._inflight is None and not self.kafka_ok and not len(self._batch) \
@@ -231,6 +235,7 @@ class QueuePipeline:
         self._unacked.inc()
 
     def _submit(self) -> None:
+        self._eager = False
         items = self._batch.drain()
         fut = self._executor.submit(self._commit_batch, items)
         fut.add_done_callback(lambda _f: self._amqp.wake_from_thread())
@@ -258,6 +263,7 @@ class QueuePipeline:
             self._stop.wait(self._abort_backoff.next())
             return
         self._abort_backoff.reset()
+        self._eager = True
         self.m.transactions.labels(self.queue, "committed").inc()
         self.m.transaction_seconds.labels(self.queue).observe(
             time.monotonic() - inflight.closed_at)
