@@ -145,6 +145,7 @@ class DedupLedger:
                   "enable.auto.offset.store": False}
         self._consumer = Consumer({**common, "isolation.level": "read_committed",
                                    "enable.partition.eof": True,
+                                   "auto.offset.reset": "earliest",
                                    "fetch.wait.max.ms": LEDGER_FETCH_WAIT_MS})
         # Only asked for uncommitted high watermarks (see ``sync``); never consumes.
         self._probe = Consumer({**common, "isolation.level": "read_uncommitted"})
@@ -182,8 +183,10 @@ class DedupLedger:
             raise LedgerUnavailable(f"ledger topic {self.topic} does not exist")
         self._partitions = sorted(tmeta.partitions)
         assignment = []
-        for p, high in self._high_watermarks(timeout).items():
-            start = max(high - self.window.max_ids, 0) if high > 0 else OFFSET_BEGINNING
+        for p, (low, high) in self._watermarks(timeout).items():
+            # Never below the log start (retention deletes the oldest ids): an offset out of
+            # range would make the consumer jump to the end and load an empty window.
+            start = max(high - self.window.max_ids, low) if high > 0 else OFFSET_BEGINNING
             assignment.append(TopicPartition(self.topic, p, start))
         self._consumer.assign(assignment)
         started = time.monotonic()
@@ -277,12 +280,16 @@ class DedupLedger:
             self.window.add_many(ids, newest if newest > 0 else now_ms())
 
     def _high_watermarks(self, timeout: float) -> dict[int, int]:
+        return {p: high for p, (_, high) in self._watermarks(timeout).items()}
+
+    def _watermarks(self, timeout: float) -> dict[int, tuple[int, int]]:
+        """(log start, uncommitted end) per partition, asked of the broker now."""
         out = {}
         for p in self._partitions or [0]:
             try:
-                _, high = self._probe.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                            timeout=timeout, cached=False)
+                low, high = self._probe.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                              timeout=timeout, cached=False)
             except KafkaException as exc:
                 raise LedgerUnavailable(f"ledger end offsets: {exc.args[0].str()}") from exc
-            out[p] = high
+            out[p] = (low, high)
         return out
