@@ -1,10 +1,13 @@
 """Show the local stack working end to end and print a summary; exit non-zero if any check fails.
 
-Run by `make demo` after `make up`. Each step prints what it did and what it checked.
+Run by `make demo` after `make up`: first the stack's own checks (Kafka transactions,
+Connect's plugins), then the whole pipeline (demo/pipeline.py). Each step prints what it did
+and what it checked.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import uuid
@@ -12,6 +15,7 @@ import uuid
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from connectors.rest import ConnectClient
+from demo import pipeline
 from tests.integration.stack import Stack
 
 DEMO_EVENTS = 100
@@ -75,6 +79,7 @@ def connect_plugins(stack: Stack) -> tuple[bool, str]:
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.WARNING)  # the tracker logs every request at INFO
     stack = Stack.from_env()
     stack.wait()
     checks = [
@@ -87,6 +92,8 @@ def main() -> int:
         ok, detail = check(stack)
         print(f"   {'ok  ' if ok else 'FAIL'} {detail}")
         results.append((title, ok, detail))
+    print("== Pipeline: RabbitMQ and Snowplow -> Kafka -> Connect -> PostgreSQL")
+    results.extend(pipeline.run(stack, say=print))
     print("\nConveyor demo summary")
     for title, ok, detail in results:
         print(f"  [{'ok' if ok else 'FAIL'}] {title}: {detail}")
