@@ -79,7 +79,8 @@ def connect_plugins(stack: Stack) -> tuple[bool, str]:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING)  # the tracker logs every request at INFO
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("snowplow_tracker").setLevel(logging.WARNING)  # a line per request
     stack = Stack.from_env()
     stack.wait()
     checks = [

@@ -15,6 +15,7 @@ Only this run's events are counted (by event_id), so the demo can run again and 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -186,9 +187,11 @@ def _dead_lettered(stack: Stack, ids: set[str]) -> dict[str, str]:
     return found
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else 0.0
+def _p50_p99(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (0.0, 0.0)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[98]
 
 
 def run(stack: Stack, say: Callable[[str], None] = print) -> list[tuple[str, bool, str]]:
@@ -228,8 +231,9 @@ def run(stack: Stack, say: Callable[[str], None] = print) -> list[tuple[str, boo
         got = {r[0] for r in rows}
         latencies = [float(r[1]) for r in rows if r[1] is not None]
         ok = got == ids and len(rows) == len(ids)
-        results.append((table, ok, f"{len(got)}/{len(ids)} rows, latency p50 "
-                        f"{_percentile(latencies, 0.5):.2f}s p99 {_percentile(latencies, 0.99):.2f}s"))
+        p50, p99 = _p50_p99(latencies)
+        results.append((table, ok, f"{len(got)}/{len(ids)} rows, "
+                        f"latency p50 {p50:.2f}s p99 {p99:.2f}s"))
     dlq = _dead_lettered(stack, expected.rmq_poison)
     reasons = sorted(set(dlq.values()))
     results.append((RMQ_DLQ, set(dlq) == expected.rmq_poison,
