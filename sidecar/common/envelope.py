@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# Built once: json.dumps with any option builds a new encoder per call, which shows per event.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 ENVELOPE_FIELDS = ("event_id", "event_type", "source", "occurred_at", "accepted_at",
                    "attributes", "payload")
 
@@ -55,9 +58,9 @@ class Envelope:
         if raw_payload is not None:
             head = self._json_doc()
             del head["payload"]
-            text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()
+            text = _COMPACT.encode(head).encode()
             return text[:-1] + b',"payload":' + raw_payload + b"}"
-        return json.dumps(self._json_doc(), separators=(",", ":"), ensure_ascii=False).encode()
+        return _COMPACT.encode(self._json_doc()).encode()
 
     def _json_doc(self) -> dict[str, Any]:
         return {

@@ -117,7 +117,7 @@ class Core:
             try:
                 # Strict: UTF-8 only (json.loads would also guess UTF-16/32 from bytes) and no
                 # NaN/Infinity, so the body is valid JSON text as it is (see _encode).
-                payload = json.loads(d.body.decode("utf-8"), parse_constant=_reject_constant)
+                payload = _STRICT_JSON.decode(d.body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 problem = (UNDECODABLE, f"body is not UTF-8 JSON: {exc}"[:300])
         event_id = event_id_for(
@@ -223,6 +223,10 @@ class Core:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# One decoder for all messages: json.loads with any option builds a new one per call.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def split_duplicates(batch: Sequence[Prepared],

@@ -40,6 +40,7 @@ BROKER_HEADERS = frozenset({"x-death", "x-delivery-count", "x-first-death-exchan
 HASHED_PROPERTIES = ("content_type", "content_encoding", "type", "correlation_id", "app_id",
                      "user_id", "timestamp", "priority", "expiration", "reply_to")
 HASH_PREFIX = "sha256:"
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 MAX_ID_LEN = 255
 
 
@@ -67,7 +68,7 @@ def delivery_hash(*, exchange: str, routing_key: str, body: bytes,
               if k not in BROKER_HEADERS},
     }
     h = hashlib.sha256()
-    encoded = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    encoded = _CANONICAL.encode(meta).encode()
     # Length-prefix the metadata so no body can be confused with other metadata.
     h.update(len(encoded).to_bytes(8, "big"))
     h.update(encoded)
