@@ -158,8 +158,12 @@ class QueuePipeline:
     def _start_kafka(self) -> None:
         """Producer, ledger and topics; retried with backoff while Kafka is unreachable."""
         conf = {**self._kafka_conf, "error_cb": self._on_kafka_error}
+        # Our own size checks (max_record_bytes, dead_letter.max_record_bytes) decide what is
+        # too large, as dead letters; librdkafka's lower default limit must never fire first,
+        # or the same batch would abort and be redelivered forever.
+        limit = max(self.s.max_record_bytes, self.s.dead_letter.max_record_bytes) + 64 * 1024
         producer_conf = {**conf, "transaction.timeout.ms": self.s.kafka.transaction_timeout_ms,
-                         **self.s.kafka.producer}
+                         "message.max.bytes": limit, **self.s.kafka.producer}
         backoff = Backoff()
         while not self._stop.is_set():
             try:
