@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.rabbitmq.routing import (
     RouteError,
@@ -140,3 +142,26 @@ def test_lookup_path() -> None:
     assert lookup_path(doc, "a.b.0.c") == 1
     assert lookup_path(doc, "a.x") is None
     assert lookup_path("scalar", "a") is None
+
+
+def _reference(pattern: str, key: str) -> bool:
+    """RabbitMQ's topic-exchange semantics, written the slow, obvious way."""
+    def match(p: list[str], w: list[str]) -> bool:
+        if not p:
+            return not w
+        if p[0] == "#":
+            return any(match(p[1:], w[i:]) for i in range(len(w) + 1))
+        if not w:
+            return False
+        return (p[0] == "*" or p[0] == w[0]) and match(p[1:], w[1:])
+    return match(pattern.split("."), key.split("."))
+
+
+_words = st.sampled_from(["a", "b", "c", ""])
+
+
+@given(st.lists(st.sampled_from(["a", "b", "*", "#"]), min_size=1, max_size=6),
+       st.lists(_words, min_size=1, max_size=7))
+def test_pattern_matcher_agrees_with_the_reference(pat: list[str], key: list[str]) -> None:
+    pattern, routing_key = ".".join(pat), ".".join(key)
+    assert compile_pattern(pattern)(routing_key) is _reference(pattern, routing_key)
