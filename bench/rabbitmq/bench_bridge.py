@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -135,7 +136,9 @@ class BridgeRun:
         }
         self.config = workdir / "bridge.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
-        self.port = 9391
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
         env = {**os.environ, "CONVEYOR_RABBITMQ_URL": stack.rabbitmq_url,
                "CONVEYOR_INSTANCE_ID": "bench", "CONVEYOR_RMQ__OPS__PORT": str(self.port),
                "CONVEYOR_RMQ__LOG_LEVEL": "WARNING"}
