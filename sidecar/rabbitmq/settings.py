@@ -90,7 +90,11 @@ class KafkaSettings(_Model):
     client: dict[str, str | int | float | bool] = Field(default_factory=dict)
     # Extra keys for the transactional producer only (linger.ms, compression.type, ...).
     producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    # An instance killed mid-transaction holds back read_committed readers of the partitions
+    # it wrote (the warehouse sinks, the other instances' ledger checks) until it restarts
+    # and fences itself, or until this timeout aborts the transaction. A batch commits in
+    # milliseconds, so a short timeout costs nothing.
+    transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     # Create routed and dead-letter topics on first use (-1: the broker's defaults), so a
     # topic template can fan out without a ticket per topic. Off when topics are managed.
     create_topics: bool = True
@@ -136,7 +140,9 @@ class LedgerSettings(_Model):
     # duplicates are then caught only when the ledger reader already has them).
     sync: Literal["always", "redelivered"] = "always"
     # How long a batch may wait for the ledger to be read to its committed end.
-    sync_timeout_s: float = Field(default=30.0, gt=0)
+    # Longer than kafka.transaction_timeout_ms, so a dead instance's open transaction is
+    # waited out rather than turned into an aborted batch.
+    sync_timeout_s: float = Field(default=45.0, gt=0)
 
 
 class DeadLetterSettings(_Model):
