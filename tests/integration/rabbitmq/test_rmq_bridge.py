@@ -336,3 +336,35 @@ def test_one_instance_drains_several_queues(scenario: Scenario) -> None:
     landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.{q1}", f"{s.stream}.{q2}"])
     assert_exactly_once(landed, {f"q{i}" for i in range(400)})
     assert {r.topic for r in landed if r.event_id == "q1"} == {f"{s.stream}.{q1}"}
+
+
+def test_survivor_takes_over_when_one_of_two_instances_is_killed(scenario: Scenario) -> None:
+    """Two instances; one is SIGKILLed mid-stream and stays dead. Its un-acked deliveries go
+    to the survivor, which waits out the dead one's open transaction (transaction timeout)
+    and skips what the dead one had committed: every message once."""
+    s = scenario
+    config = s.config(rabbitmq={"prefetch": 400}, batch={"max_messages": 200},
+                      kafka={"transaction_timeout_ms": 10_000})
+    victim = s.bridge(config, "victim").start()
+    survivor = s.bridge(config, "survivor").start()
+    victim.wait_ready()
+    survivor.wait_ready()
+    n = 3000
+    done = threading.Event()
+
+    def publish() -> None:
+        publish_entities(s, n, prefix="k")
+        done.set()
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
+    wait_for(lambda: victim.metric_sum(routed) >= 300, 60, "the victim has committed some")
+    victim.kill()
+    publisher.join(120)
+    assert done.is_set()
+    wait_for(lambda: queue_depth(s.stack, s.queue) == 0
+             and survivor.metric_sum("conveyor_rabbitmq_unacked_in_flight") == 0,
+             120, "the survivor drained the queue")
+    assert survivor.stop() == 0
+    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
+    assert_exactly_once(landed, {f"k{i}" for i in range(n)})
