@@ -36,8 +36,7 @@ images: engine ## Build every image in docker/ (cached; fast when nothing change
 .PHONY: up
 up: venv images ## Start the whole stack and wait until every service is healthy
 	@$(WITH_ENV) $(PY) -m tests.integration.stack preflight
-	$(COMPOSE) up -d
-	@$(WITH_ENV) $(PY) -m tests.integration.stack wait
+	@$(WITH_ENV) $(PY) -m tests.integration.stack up
 
 .PHONY: down
 down: engine ## Stop the stack; its data stays in named volumes
@@ -53,7 +52,7 @@ logs: engine ## Follow the logs of every service (SERVICE=name for one)
 
 .PHONY: demo
 demo: venv up ## Run the pipeline locally and print a summary of what landed
-	@$(WITH_ENV) $(PY) -m tests.integration.demo
+	@$(WITH_ENV) $(PY) -m demo
 
 .PHONY: lint
 lint: venv ## ruff and mypy over the Python code

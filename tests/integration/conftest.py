@@ -1,8 +1,8 @@
 """Session fixtures: the real stack in containers (docker/compose.yml), via pytest-docker.
 
-- `compose up -d` runs first in any case: it starts what is missing and recreates any
-  container whose image `make images` just rebuilt, and is a no-op otherwise, so tests never
-  run against stale code.
+- `compose up -d` runs first in any case (retried: see stack.up): it starts what is
+  missing and recreates any container whose image `make images` just rebuilt, and is a
+  no-op otherwise, so tests never run against stale code.
 - A stack that was (even partly) running before is left running at the end; one the tests
   started from nothing is stopped (its volumes stay).
 - With CONVEYOR_STACK=external the endpoint variables of tests/integration/stack.py point at
@@ -23,8 +23,11 @@ from tests.integration.stack import (
     PROJECT,
     READY_TIMEOUT_S,
     Stack,
+    StackError,
     compose,
     compose_command,
+    diagnose,
+    up,
 )
 
 pytestmark = pytest.mark.integration
@@ -65,7 +68,7 @@ def docker_compose_project_name() -> str:
 
 @pytest.fixture(scope="session")
 def docker_setup() -> list[str] | bool:
-    return False if _external() else ["up -d"]
+    return False  # the `stack` fixture brings it up, with retries pytest-docker lacks
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +83,16 @@ def stack(request: pytest.FixtureRequest, _stack_config: Stack) -> Iterator[Stac
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    request.getfixturevalue("docker_services")  # compose up (and down at the end)
-    _stack_config.wait(timeout=READY_TIMEOUT_S)  # names the service that does not answer
+    request.getfixturevalue("docker_services")  # registers the `down` at the end
+    if not _external():
+        try:
+            up()
+        except StackError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    try:
+        _stack_config.wait(timeout=READY_TIMEOUT_S)  # names the service that does not answer
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\n\n{diagnose()}", pytrace=False)
     yield _stack_config
 
 

@@ -10,6 +10,7 @@ Readiness means a real round trip per service (Kafka metadata, a registry query,
 Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
 
     python -m tests.integration.stack preflight  # fail clearly if a host port is taken
+    python -m tests.integration.stack up         # compose up -d (retried), then wait
     python -m tests.integration.stack wait       # block until every service is ready
 """
 
@@ -193,6 +194,65 @@ def taken_ports() -> list[tuple[str, int]]:
     return taken
 
 
+UP_RETRY_PAUSE_S = 5.0
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; the message carries the containers' own story."""
+
+
+def up(timeout: float = READY_TIMEOUT_S) -> None:
+    """``compose up -d``, retried until it succeeds or ``timeout`` passes.
+
+    Compose refuses to start a service while one of its dependencies reports `unhealthy`,
+    and Docker reports exactly that for a container between a crash and its automatic
+    restart (a registry that came up before PostgreSQL after an engine restart, say). The
+    restart policy repairs those on its own; a second `up` then goes through. A service that
+    never recovers exhausts the timeout and is named, with its last log lines.
+    """
+    deadline = time.monotonic() + timeout
+    attempt = 1
+    while True:
+        result = compose("up", "-d", check=False)
+        if result.returncode == 0:
+            return
+        output = (result.stdout + result.stderr).strip()
+        if time.monotonic() + UP_RETRY_PAUSE_S > deadline:
+            raise StackError(f"`compose up -d` failed {attempt} times in {timeout:.0f}s; "
+                             f"last output:\n{output}\n\n{diagnose()}")
+        last = output.splitlines()[-1] if output else "no output"
+        print(f"stack: compose up failed (attempt {attempt}: {last}); retrying",
+              file=sys.stderr)
+        attempt += 1
+        time.sleep(UP_RETRY_PAUSE_S)
+
+
+def diagnose(log_lines: int = 40) -> str:
+    """State and health of each of the stack's containers, with the recent log lines of
+    every one that is not healthy: what a failed CI run needs to say why."""
+    ids = compose("ps", "-q", check=False).stdout.split()
+    if not ids:
+        return "no container of the stack exists"
+    fmt = "{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}" \
+          "{{else}}-{{end}}|{{.RestartCount}}|{{.State.ExitCode}}"
+    inspected = subprocess.run(["docker", "inspect", "--format", fmt, *ids],
+                               text=True, capture_output=True, check=False)
+    report = ["container                        state      health     restarts exit"]
+    troubled = []
+    for line in inspected.stdout.splitlines():
+        name, state, health, restarts, code = line.split("|")
+        name = name.lstrip("/")
+        report.append(f"{name:32} {state:10} {health:10} {restarts:>8} {code:>4}")
+        if state != "running" or health not in ("healthy", "-") or restarts != "0":
+            troubled.append(name)
+    for name in troubled:
+        logs = subprocess.run(["docker", "logs", "--tail", str(log_lines), name],
+                              text=True, capture_output=True, check=False)
+        report.append(f"\n--- last {log_lines} log lines of {name} ---")
+        report.append((logs.stdout + logs.stderr).rstrip())
+    return "\n".join(report)
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str,
                pause: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
@@ -217,15 +277,20 @@ def main(argv: list[str]) -> int:
                   f"another program.\n  what to do: stop it (`ss -ltnp 'sport = :{port}'` "
                   "shows which), then run the command again.", file=sys.stderr)
         return 1 if taken else 0
-    if argv[1:] != ["wait"]:
+    if argv[1:] not in (["wait"], ["up"]):
         print(__doc__)
         return 2
     stack = Stack.from_env()
     started = time.monotonic()
     try:
+        if argv[1:] == ["up"]:
+            up()
         stack.wait()
+    except StackError as exc:
+        print(f"stack: NOT UP: {exc}", file=sys.stderr)
+        return 1
     except TimeoutError as exc:
-        print(f"stack: NOT READY: {exc}; see `make logs SERVICE=<name>`", file=sys.stderr)
+        print(f"stack: NOT READY: {exc}\n\n{diagnose()}", file=sys.stderr)
         return 1
     print(f"stack: every service ready ({time.monotonic() - started:.0f}s)")
     return 0
