@@ -23,6 +23,7 @@ Outcomes of a batch:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 KAFKA_PROBE_INTERVAL_S = 5.0
+FAILPOINT_EXIT = 86
 
 
 class Backoff:
@@ -104,6 +106,9 @@ class QueuePipeline:
         self._abort_backoff = Backoff(0.2, 10.0)
         self._next_probe = 0.0
         self._eager = False
+        self._commits = 0
+        armed = os.environ.get("CONVEYOR_RMQ_FAILPOINT_CRASH_AFTER_COMMITS")
+        self._crash_after = int(armed) if armed else None
         # Per-delivery metrics, resolved once (labels() costs a lock and a dict lookup).
         self._consumed = metrics.consumed.labels(queue)
         self._unacked = metrics.unacked.labels(queue)
@@ -282,9 +287,22 @@ class QueuePipeline:
         for reason, n in plan.dead_letters.items():
             self.m.produced.labels(self.queue, "dead_letter").inc(n)
             self.m.dead_lettered.labels(self.queue, reason).inc(n)
+        self._failpoint_after_commit()
         # Only now, with the transaction committed, may RabbitMQ forget these deliveries.
         self._amqp.ack_upto(inflight.last_tag)
         self.m.unacked.labels(self.queue).dec(inflight.count)
+
+    def _failpoint_after_commit(self) -> None:
+        """Fault injection for tests: die between commit and ack, the window the ledger
+        exists for. Armed only by CONVEYOR_RMQ_FAILPOINT_CRASH_AFTER_COMMITS=N."""
+        if self._crash_after is None:
+            return
+        self._commits += 1
+        if self._commits >= self._crash_after:
+            log.error("failpoint.crash_after_commit", extra={"queue": self.queue,
+                                                             "commits": self._commits})
+            logging.shutdown()
+            os._exit(FAILPOINT_EXIT)
 
     def _rewind(self) -> None:
         """Requeue everything received and not acked, in order; drop the pending batch."""
