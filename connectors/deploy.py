@@ -144,6 +144,17 @@ def status(client: ConnectClient, name: str) -> ConnectorState | None:
         raise
 
 
-def delete(client: ConnectClient, name: str) -> bool:
-    """True when it existed and is deleted; False when there was nothing to delete."""
-    return client.delete(name)
+def delete(client: ConnectClient, name: str, timeout: float = WAIT_TIMEOUT_S) -> bool:
+    """True when it existed and is gone; False when there was nothing to delete.
+
+    Connect answers the DELETE before the herder has stopped the tasks; this returns only
+    once the worker no longer knows the connector, so "deleted" means deleted.
+    """
+    if not client.delete(name):
+        return False
+    deadline = time.monotonic() + timeout
+    while status(client, name) is not None:
+        if time.monotonic() > deadline:
+            raise NotRunning(f"{name} still listed {timeout:.0f}s after DELETE", None)
+        time.sleep(POLL_S)
+    return True
