@@ -76,19 +76,19 @@ class ConnectClient:
 
     def plugins(self, connectors_only: bool = False) -> list[dict[str, Any]]:
         params = {"connectorsOnly": str(connectors_only).lower()}
-        return self._request("GET", "/connector-plugins", params=params)  # type: ignore[no-any-return]
+        return self._request("GET", "/connector-plugins", params=params)
 
     def validate(self, config: dict[str, str]) -> dict[str, Any]:
         cls = config["connector.class"].rsplit(".", 1)[-1]
-        return self._request(  # type: ignore[no-any-return]
+        return self._request(
             "PUT", f"/connector-plugins/{cls}/config/validate", json=config)
 
     def connectors(self) -> list[str]:
-        return self._request("GET", "/connectors")  # type: ignore[no-any-return]
+        return self._request("GET", "/connectors")
 
     def config(self, name: str) -> dict[str, str] | None:
         try:
-            return self._request("GET", f"/connectors/{name}/config")  # type: ignore[no-any-return]
+            return self._request("GET", f"/connectors/{name}/config")
         except ConnectError as exc:
             if exc.status == 404:
                 return None
@@ -100,7 +100,7 @@ class ConnectClient:
 
     def tasks(self, name: str) -> list[dict[str, Any]]:
         """Task configs as the herder last generated them (``[{id, config}]``)."""
-        return self._request("GET", f"/connectors/{name}/tasks")  # type: ignore[no-any-return]
+        return self._request("GET", f"/connectors/{name}/tasks")
 
     def restart(self, name: str, only_failed: bool = True) -> None:
         """Restart the connector and its (failed) tasks."""

@@ -26,7 +26,7 @@ class BridgeGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in BRIDGES:
             try:
-                return importlib.import_module(BRIDGES[name]).main  # type: ignore[no-any-return]
+                return importlib.import_module(BRIDGES[name]).main
             except ModuleNotFoundError:
                 return None
         return super().get_command(ctx, name)

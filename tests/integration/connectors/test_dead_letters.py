@@ -55,7 +55,8 @@ def test_unwritable_records_go_to_the_dead_letter_topic(
         after = writer.publish([order(i, run.token) for i in range(5, 10)])
 
         warehouse.wait_count(t, len(first) + len(after))
-        dead = read_topic(stack.kafka_bootstrap, connector.config["errors.deadletterqueue.topic.name"], 2)
+        dlq = connector.config["errors.deadletterqueue.topic.name"]
+        dead = read_topic(stack.kafka_bootstrap, dlq, 2)
     finally:
         writer.close()
 
