@@ -1,7 +1,8 @@
 #!/bin/sh
 # Initialise the cluster once (the volume keeps it) with the `warehouse` database (what the
-# sinks land) and the `registry` database (the schema registry's storage), and a password
-# from the environment, then run the server in the foreground.
+# sinks land) and the `registry` database (the schema registry's storage). At every start the
+# role's password is set to the one in the environment, so credentials regenerated for a kept
+# volume still work; then the server runs in the foreground.
 set -eu
 : "${POSTGRES_USER:=conveyor}"
 : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
@@ -16,12 +17,21 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null
   rm -f "$pwfile"
   echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
-  runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-  for db in warehouse registry; do
-    runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE $db"
-  done
-  runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi
+# Local socket only, trust auth: nothing outside the container can connect meanwhile.
+runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+for db in warehouse registry; do
+  runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+    || runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE $db"
+done
+# \getenv keeps the password off the command line and out of the server's log.
+runuser --preserve-environment -u postgres -- psql -X -q -v ON_ERROR_STOP=1 \
+  -U "$POSTGRES_USER" -d postgres -v role="$POSTGRES_USER" >/dev/null <<'SQL'
+\getenv password POSTGRES_PASSWORD
+ALTER ROLE :"role" WITH PASSWORD :'password';
+SQL
+runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 unset POSTGRES_PASSWORD
 exec runuser -u postgres -- postgres -D "$PGDATA" -c listen_addresses='*' \
   -c shared_buffers=256MB -c max_connections=200 -c synchronous_commit=on

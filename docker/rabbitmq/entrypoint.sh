@@ -1,14 +1,20 @@
 #!/bin/sh
-# The default user comes from the environment at start, never from a file in the image.
+# The user comes from the environment at every start, never from a file in the image: the
+# first boot creates it (default_user), later boots reset its password to the one given now,
+# so credentials regenerated for a kept volume still work. The healthcheck passes only once
+# that is done (/run/conveyor-credentials).
 set -eu
 : "${RABBITMQ_DEFAULT_USER:?set RABBITMQ_DEFAULT_USER}"
 : "${RABBITMQ_DEFAULT_PASS:?set RABBITMQ_DEFAULT_PASS}"
+user=$RABBITMQ_DEFAULT_USER
+pass=$RABBITMQ_DEFAULT_PASS
 conf=/etc/rabbitmq/conf.d/10-conveyor.conf
 mkdir -p /etc/rabbitmq/conf.d
+rm -f /run/conveyor-credentials
 umask 077
 cat >"$conf" <<CONF
-default_user = ${RABBITMQ_DEFAULT_USER}
-default_pass = ${RABBITMQ_DEFAULT_PASS}
+default_user = ${user}
+default_pass = ${pass}
 listeners.tcp.default = 5672
 management.tcp.port = 15672
 # Our bridges ack in batches after a Kafka commit; allow them time for it.
@@ -16,4 +22,25 @@ consumer_timeout = 900000
 CONF
 chown -R rabbitmq:rabbitmq /etc/rabbitmq /var/lib/rabbitmq
 unset RABBITMQ_DEFAULT_USER RABBITMQ_DEFAULT_PASS
+
+# `rabbitmqctl wait` follows this file: it waits for the node to write it, then for the
+# broker to finish booting. A stale one from the last run would point at a dead process.
+export RABBITMQ_PID_FILE=/var/lib/rabbitmq/conveyor-node.pid
+rm -f "$RABBITMQ_PID_FILE"
+ctl() { runuser -u rabbitmq -- rabbitmqctl -q "$@"; }
+apply_credentials() {
+  ctl wait --timeout 300 "$RABBITMQ_PID_FILE" >/dev/null
+  # rabbitmqctl 3.10 takes the password as an argument only: it is visible to root inside
+  # this container for the instant the command runs, as the container's environment is.
+  if ctl list_users --no-table-headers | cut -f1 | grep -qxF "$user"; then
+    ctl change_password "$user" "$pass" >/dev/null
+  else
+    ctl add_user "$user" "$pass" >/dev/null
+  fi
+  ctl set_user_tags "$user" administrator >/dev/null
+  ctl set_permissions -p / "$user" '.*' '.*' '.*' >/dev/null
+  touch /run/conveyor-credentials
+  echo "conveyor: credentials for user $user applied"
+}
+apply_credentials &
 exec runuser -u rabbitmq -- /usr/lib/rabbitmq/bin/rabbitmq-server

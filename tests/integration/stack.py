@@ -17,6 +17,7 @@ Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -246,10 +247,13 @@ def diagnose(log_lines: int = 40) -> str:
         if state != "running" or health not in ("healthy", "-") or restarts != "0":
             troubled.append(name)
     for name in troubled:
-        logs = subprocess.run(["docker", "logs", "--tail", str(log_lines), name],
+        logs = subprocess.run(["docker", "logs", "--tail", "400", name],
                               text=True, capture_output=True, check=False)
-        report.append(f"\n--- last {log_lines} log lines of {name} ---")
-        report.append((logs.stdout + logs.stderr).rstrip())
+        # Stack frames bury the message that says what went wrong: keep the other lines.
+        lines = [line for line in (logs.stdout + logs.stderr).splitlines()
+                 if not re.match(r"\s+(at |\.\.\. \d+ more)", line)][-log_lines:]
+        report.append(f"\n--- last {log_lines} log lines of {name}, stack frames left out ---")
+        report.extend(lines)
     return "\n".join(report)
 
 
