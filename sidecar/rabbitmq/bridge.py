@@ -245,7 +245,7 @@ class QueuePipeline:
 
     def _submit(self) -> None:
         self._eager = False
-        items = self._batch.drain()
+        items = self._batch.take()
         fut = self._executor.submit(self._commit_batch, items)
         fut.add_done_callback(lambda _f: self._amqp.wake_from_thread())
         self._inflight = _InFlight(fut, items[-1].delivery_tag, len(items), time.monotonic())
@@ -306,7 +306,7 @@ class QueuePipeline:
 
     def _rewind(self) -> None:
         """Requeue everything received and not acked, in order; drop the pending batch."""
-        self._batch.drain()
+        self._batch.clear()
         self._amqp.nack_upto(self._last_tag)
         self.m.unacked.labels(self.queue).set(0)
 
@@ -343,7 +343,7 @@ class QueuePipeline:
             except Exception:
                 pass
             self._inflight = None
-        self._batch.drain()
+        self._batch.clear()
         self.m.unacked.labels(self.queue).set(0)
         self._last_tag = 0
 
