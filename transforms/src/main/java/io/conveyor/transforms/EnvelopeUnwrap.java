@@ -136,7 +136,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Tran
             }
             @SuppressWarnings("unchecked")
             Map<String, Object> envelope = (Map<String, Object>) record.value();
-            return newRecord(record, null, unwrapSchemaless(envelope, landedAt));
+            return RecordSide.VALUE.newRecord(record, null, unwrapSchemaless(envelope, landedAt));
         }
         if (!(record.value() instanceof Struct)) {
             throw new DataException("EnvelopeUnwrap expected an envelope with a schema to be a struct but found "
@@ -148,7 +148,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Tran
             plan = makePlan(envelope.schema());
             planCache.put(envelope.schema(), plan);
         }
-        return newRecord(record, plan.schema(), unwrapWithSchema(envelope, plan, landedAt));
+        return RecordSide.VALUE.newRecord(record, plan.schema(), unwrapWithSchema(envelope, plan, landedAt));
     }
 
     private Map<String, Object> unwrapSchemaless(Map<String, Object> envelope, Date landedAt) {
@@ -367,8 +367,6 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Tran
         planCache = null;
     }
 
-    protected abstract R newRecord(R record, Schema updatedSchema, Object updatedValue);
-
     /** Unwraps the envelope in the record value. */
     public static class Value<R extends ConnectRecord<R>> extends EnvelopeUnwrap<R> {
         public Value() {
@@ -378,12 +376,6 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Tran
         /** For tests: a fixed clock makes landed_at predictable. */
         Value(Clock clock) {
             super(clock);
-        }
-
-        @Override
-        protected R newRecord(R record, Schema updatedSchema, Object updatedValue) {
-            return record.newRecord(record.topic(), record.kafkaPartition(), record.keySchema(), record.key(),
-                    updatedSchema, updatedValue, record.timestamp(), record.headers());
         }
     }
 }

@@ -59,6 +59,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
                             + "clear: supply it through a worker config provider, e.g. ${env:MASK_KEY} or "
                             + "${file:/etc/conveyor/secrets.properties:mask.key}. Rotating it changes every token.");
 
+    private final RecordSide side;
     private List<FieldPath> dropPaths;
     private List<FieldPath> nullPaths;
     private List<FieldPath> hashPaths;
@@ -67,6 +68,10 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
     // single-threaded use, and a per-thread Mac costs nothing on the usual single thread.
     private ThreadLocal<Mac> mac;
     private Cache<Schema, Schema> schemaUpdateCache;
+
+    MaskFields(RecordSide side) {
+        this.side = side;
+    }
 
     @Override
     public void configure(Map<String, ?> props) {
@@ -117,19 +122,19 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
 
     @Override
     public R apply(R record) {
-        Object value = operatingValue(record);
+        Object value = side.value(record);
         if (value == null) {
             return record;
         }
-        if (operatingSchema(record) == null) {
+        if (side.schema(record) == null) {
             if (!(value instanceof Map)) {
-                throw new DataException("MaskFields expected the schemaless record " + side()
+                throw new DataException("MaskFields expected the schemaless record " + side
                         + " to be a map but found " + Schemas.describe(value));
             }
             return applySchemaless(record, value);
         }
         if (!(value instanceof Struct)) {
-            throw new DataException("MaskFields expected the record " + side() + " to be a struct but found "
+            throw new DataException("MaskFields expected the record " + side + " to be a struct but found "
                     + Schemas.describe(value));
         }
         return applyWithSchema(record, (Struct) value);
@@ -147,7 +152,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
         for (FieldPath path : hashPaths) {
             updated = path.update(updated, this::hash);
         }
-        return newRecord(record, null, updated);
+        return side.newRecord(record, null, updated);
     }
 
     private R applyWithSchema(R record, Struct value) {
@@ -161,7 +166,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
         for (FieldPath path : hashPaths) {
             path.setInProjected(updated, hash(path.get(value)));
         }
-        return newRecord(record, updatedSchema, updated);
+        return side.newRecord(record, updatedSchema, updated);
     }
 
     private Schema makeUpdatedSchema(Schema schema) {
@@ -224,59 +229,17 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
         schemaUpdateCache = null;
     }
 
-    protected abstract Schema operatingSchema(R record);
-
-    protected abstract Object operatingValue(R record);
-
-    protected abstract R newRecord(R record, Schema updatedSchema, Object updatedValue);
-
-    protected abstract String side();
-
     /** Masks fields of the record key. */
     public static class Key<R extends ConnectRecord<R>> extends MaskFields<R> {
-        @Override
-        protected Schema operatingSchema(R record) {
-            return record.keySchema();
-        }
-
-        @Override
-        protected Object operatingValue(R record) {
-            return record.key();
-        }
-
-        @Override
-        protected R newRecord(R record, Schema updatedSchema, Object updatedValue) {
-            return record.newRecord(record.topic(), record.kafkaPartition(), updatedSchema, updatedValue,
-                    record.valueSchema(), record.value(), record.timestamp(), record.headers());
-        }
-
-        @Override
-        protected String side() {
-            return "key";
+        public Key() {
+            super(RecordSide.KEY);
         }
     }
 
     /** Masks fields of the record value. */
     public static class Value<R extends ConnectRecord<R>> extends MaskFields<R> {
-        @Override
-        protected Schema operatingSchema(R record) {
-            return record.valueSchema();
-        }
-
-        @Override
-        protected Object operatingValue(R record) {
-            return record.value();
-        }
-
-        @Override
-        protected R newRecord(R record, Schema updatedSchema, Object updatedValue) {
-            return record.newRecord(record.topic(), record.kafkaPartition(), record.keySchema(), record.key(),
-                    updatedSchema, updatedValue, record.timestamp(), record.headers());
-        }
-
-        @Override
-        protected String side() {
-            return "value";
+        public Value() {
+            super(RecordSide.VALUE);
         }
     }
 }

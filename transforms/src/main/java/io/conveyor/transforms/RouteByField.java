@@ -58,10 +58,15 @@ public abstract class RouteByField<R extends ConnectRecord<R>> implements Transf
                     "Topic for records whose routing value is missing, null or empty (sanitised the same way). "
                             + "Empty means such records fail with a DataException.");
 
+    private final RecordSide side;
     private FieldPath field;
     private String header;
     private String topicFormat;
     private String fallbackTopic;
+
+    RouteByField(RecordSide side) {
+        this.side = side;
+    }
 
     @Override
     public void configure(Map<String, ?> props) {
@@ -99,7 +104,7 @@ public abstract class RouteByField<R extends ConnectRecord<R>> implements Transf
     }
 
     private String fromField(R record) {
-        Object container = operatingValue(record);
+        Object container = side.value(record);
         // A tombstone (or a null key) has nothing to route by: treated like a missing value.
         if (container == null) {
             return null;
@@ -110,7 +115,7 @@ public abstract class RouteByField<R extends ConnectRecord<R>> implements Transf
         } else if (container instanceof Map) {
             value = field.get((Map<?, ?>) container);
         } else {
-            throw new DataException("RouteByField expected the record " + side() + " to be a struct or a map "
+            throw new DataException("RouteByField expected the record " + side + " to be a struct or a map "
                     + "to read field '" + field + "' but found " + Schemas.describe(container));
         }
         return asRoutingString(value, "field '" + field + "'");
@@ -151,7 +156,7 @@ public abstract class RouteByField<R extends ConnectRecord<R>> implements Transf
     }
 
     private String describeSource() {
-        return header != null ? "header '" + header + "'" : side() + " field '" + field + "'";
+        return header != null ? "header '" + header + "'" : side + " field '" + field + "'";
     }
 
     @Override
@@ -168,33 +173,17 @@ public abstract class RouteByField<R extends ConnectRecord<R>> implements Transf
     public void close() {
     }
 
-    protected abstract Object operatingValue(R record);
-
-    protected abstract String side();
-
     /** Routes by a field of the record key. */
     public static class Key<R extends ConnectRecord<R>> extends RouteByField<R> {
-        @Override
-        protected Object operatingValue(R record) {
-            return record.key();
-        }
-
-        @Override
-        protected String side() {
-            return "key";
+        public Key() {
+            super(RecordSide.KEY);
         }
     }
 
     /** Routes by a field of the record value. */
     public static class Value<R extends ConnectRecord<R>> extends RouteByField<R> {
-        @Override
-        protected Object operatingValue(R record) {
-            return record.value();
-        }
-
-        @Override
-        protected String side() {
-            return "value";
+        public Value() {
+            super(RecordSide.VALUE);
         }
     }
 

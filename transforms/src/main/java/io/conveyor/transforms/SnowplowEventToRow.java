@@ -122,7 +122,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> implements 
             }
             @SuppressWarnings("unchecked")
             Map<String, Object> event = (Map<String, Object>) value;
-            return newRecord(record, null, applySchemaless(event));
+            return RecordSide.VALUE.newRecord(record, null, applySchemaless(event));
         }
         if (!(value instanceof Struct)) {
             throw new DataException("SnowplowEventToRow expected an event with a schema to be a struct but found "
@@ -177,7 +177,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> implements 
         for (Map.Entry<String, Object> column : columns.entrySet()) {
             row.put(column.getKey(), Json.write(column.getValue()));
         }
-        return newRecord(record, updatedSchema, row);
+        return RecordSide.VALUE.newRecord(record, updatedSchema, row);
     }
 
     private static Object stringField(Struct event, FieldPath path) {
@@ -328,14 +328,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> implements 
         schemaUpdateCache = null;
     }
 
-    protected abstract R newRecord(R record, Schema updatedSchema, Object updatedValue);
-
     /** Reads the Snowplow event from the record value. */
     public static class Value<R extends ConnectRecord<R>> extends SnowplowEventToRow<R> {
-        @Override
-        protected R newRecord(R record, Schema updatedSchema, Object updatedValue) {
-            return record.newRecord(record.topic(), record.kafkaPartition(), record.keySchema(), record.key(),
-                    updatedSchema, updatedValue, record.timestamp(), record.headers());
-        }
     }
 }
