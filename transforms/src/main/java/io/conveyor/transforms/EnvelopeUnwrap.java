@@ -24,7 +24,6 @@ import org.apache.kafka.connect.data.SchemaBuilder;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.data.Timestamp;
 import org.apache.kafka.connect.errors.DataException;
-import org.apache.kafka.connect.transforms.Transformation;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -36,7 +35,7 @@ import org.apache.kafka.connect.transforms.util.SimpleConfig;
  * list after flattening becomes a JSON string column. Timestamps arriving as ISO-8601 strings or epoch
  * millis are normalised to one timestamp type, so a table never mixes the two.
  */
-public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Transformation<R> {
+public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTransformation<R> {
 
     public static final String OVERVIEW_DOC = "Flatten a Conveyor event envelope and its payload into table columns.";
 
@@ -101,6 +100,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Tran
     private Cache<Schema, Plan> planCache;
 
     protected EnvelopeUnwrap(Clock clock) {
+        super(CONFIG_DEF);
         this.clock = clock;
     }
 
@@ -350,16 +350,6 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> implements Tran
         return new DataException("EnvelopeUnwrap would write column '" + column + "' twice (an envelope field, "
                 + "a payload field or the landed_at/JSON column share that name); set " + PREFIX_CONFIG
                 + " to tell them apart");
-    }
-
-    @Override
-    public ConfigDef config() {
-        return CONFIG_DEF;
-    }
-
-    @Override
-    public String version() {
-        return PluginVersion.get();
     }
 
     @Override

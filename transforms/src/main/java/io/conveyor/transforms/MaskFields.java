@@ -23,7 +23,6 @@ import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.SchemaBuilder;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.errors.DataException;
-import org.apache.kafka.connect.transforms.Transformation;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -32,7 +31,7 @@ import org.apache.kafka.connect.transforms.util.SimpleConfig;
  * <p>Hashing is keyed so that the same customer id always maps to the same token, which keeps joins
  * working, while nobody without the key can rebuild the original by hashing guesses.
  */
-public abstract class MaskFields<R extends ConnectRecord<R>> implements Transformation<R> {
+public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransformation<R> {
 
     public static final String OVERVIEW_DOC = "Drop, null or HMAC-hash fields (nested paths a.b.c allowed).";
 
@@ -70,6 +69,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
     private Cache<Schema, Schema> schemaUpdateCache;
 
     MaskFields(RecordSide side) {
+        super(CONFIG_DEF);
         this.side = side;
     }
 
@@ -212,16 +212,6 @@ public abstract class MaskFields<R extends ConnectRecord<R>> implements Transfor
             return Json.write(value);
         }
         return value.toString();
-    }
-
-    @Override
-    public ConfigDef config() {
-        return CONFIG_DEF;
-    }
-
-    @Override
-    public String version() {
-        return PluginVersion.get();
     }
 
     @Override

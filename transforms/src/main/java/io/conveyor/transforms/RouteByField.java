@@ -11,7 +11,6 @@ import org.apache.kafka.connect.connector.ConnectRecord;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.errors.DataException;
 import org.apache.kafka.connect.header.Header;
-import org.apache.kafka.connect.transforms.Transformation;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -22,7 +21,7 @@ import org.apache.kafka.connect.transforms.util.SimpleConfig;
  * DataException, so a record that cannot be routed reaches the dead-letter topic instead of an
  * arbitrary table.
  */
-public abstract class RouteByField<R extends ConnectRecord<R>> implements Transformation<R> {
+public abstract class RouteByField<R extends ConnectRecord<R>> extends BaseTransformation<R> {
 
     public static final String OVERVIEW_DOC = "Route each record to a topic (table) named from a field or header value.";
 
@@ -65,6 +64,7 @@ public abstract class RouteByField<R extends ConnectRecord<R>> implements Transf
     private String fallbackTopic;
 
     RouteByField(RecordSide side) {
+        super(CONFIG_DEF);
         this.side = side;
     }
 
@@ -157,20 +157,6 @@ public abstract class RouteByField<R extends ConnectRecord<R>> implements Transf
 
     private String describeSource() {
         return header != null ? "header '" + header + "'" : side + " field '" + field + "'";
-    }
-
-    @Override
-    public ConfigDef config() {
-        return CONFIG_DEF;
-    }
-
-    @Override
-    public String version() {
-        return PluginVersion.get();
-    }
-
-    @Override
-    public void close() {
     }
 
     /** Routes by a field of the record key. */

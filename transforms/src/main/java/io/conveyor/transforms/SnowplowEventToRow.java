@@ -21,7 +21,6 @@ import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.SchemaBuilder;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.errors.DataException;
-import org.apache.kafka.connect.transforms.Transformation;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -34,7 +33,7 @@ import org.apache.kafka.connect.transforms.util.SimpleConfig;
  * output schema; sinks that evolve tables (the JDBC sink's schema.evolution=basic) add columns as new
  * schemas appear.
  */
-public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> implements Transformation<R> {
+public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> extends BaseTransformation<R> {
 
     public static final String OVERVIEW_DOC = "Turn Snowplow unstruct_event and contexts into loader-style columns.";
 
@@ -76,6 +75,10 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> implements 
     private List<FieldPath> contextPaths;
     private boolean asJson;
     private Cache<SchemaKey, Schema> schemaUpdateCache;
+
+    SnowplowEventToRow() {
+        super(CONFIG_DEF);
+    }
 
     @Override
     public void configure(Map<String, ?> props) {
@@ -311,16 +314,6 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> implements 
                     .replaceAll("[.\\-]", "_")
                     .toLowerCase(Locale.ROOT);
         }
-    }
-
-    @Override
-    public ConfigDef config() {
-        return CONFIG_DEF;
-    }
-
-    @Override
-    public String version() {
-        return PluginVersion.get();
     }
 
     @Override
