@@ -12,9 +12,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
-import org.apache.kafka.common.cache.Cache;
-import org.apache.kafka.common.cache.LRUCache;
-import org.apache.kafka.common.cache.SynchronizedCache;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.config.ConfigException;
 import org.apache.kafka.connect.connector.ConnectRecord;
@@ -97,7 +94,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTra
     private Set<String> timestampFields;
     private List<String> requiredFields;
     private String landedAtColumn;
-    private Cache<Schema, Plan> planCache;
+    private SchemaCache<Schema, Plan> planCache;
 
     protected EnvelopeUnwrap(Clock clock) {
         super(CONFIG_DEF);
@@ -119,7 +116,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTra
             throw new ConfigException(FLATTEN_DEPTH_CONFIG, depth, "with no payload columns the payload "
                     + "would be lost; set " + JSON_COLUMN_CONFIG + " or a depth of at least 1");
         }
-        planCache = new SynchronizedCache<>(new LRUCache<>(16));
+        planCache = new SchemaCache<>(16);
     }
 
     @Override
@@ -143,11 +140,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTra
                     + Schemas.describe(record.value()));
         }
         Struct envelope = (Struct) record.value();
-        Plan plan = planCache.get(envelope.schema());
-        if (plan == null) {
-            plan = makePlan(envelope.schema());
-            planCache.put(envelope.schema(), plan);
-        }
+        Plan plan = planCache.get(envelope.schema(), this::makePlan);
         return RecordSide.VALUE.newRecord(record, plan.schema(), unwrapWithSchema(envelope, plan, landedAt));
     }
 

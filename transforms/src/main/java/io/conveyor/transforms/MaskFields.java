@@ -12,9 +12,6 @@ import java.util.Map;
 import javax.crypto.Mac;
 import javax.crypto.spec.SecretKeySpec;
 
-import org.apache.kafka.common.cache.Cache;
-import org.apache.kafka.common.cache.LRUCache;
-import org.apache.kafka.common.cache.SynchronizedCache;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.config.ConfigException;
 import org.apache.kafka.common.config.types.Password;
@@ -66,7 +63,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransfo
     // Mac is not thread-safe. Connect gives each task its own instance, but the interface does not promise
     // single-threaded use, and a per-thread Mac costs nothing on the usual single thread.
     private ThreadLocal<Mac> mac;
-    private Cache<Schema, Schema> schemaUpdateCache;
+    private SchemaCache<Schema, Schema> schemaUpdateCache;
 
     MaskFields(RecordSide side) {
         super(CONFIG_DEF);
@@ -92,7 +89,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransfo
         }
         hashKey = keyText.getBytes(StandardCharsets.UTF_8);
         mac = hashPaths.isEmpty() ? null : ThreadLocal.withInitial(this::newMac);
-        schemaUpdateCache = new SynchronizedCache<>(new LRUCache<>(16));
+        schemaUpdateCache = new SchemaCache<>(16);
     }
 
     /** Overlapping paths (a and a.b, or one path in two lists) have no single sensible meaning. */
@@ -156,11 +153,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransfo
     }
 
     private R applyWithSchema(R record, Struct value) {
-        Schema updatedSchema = schemaUpdateCache.get(value.schema());
-        if (updatedSchema == null) {
-            updatedSchema = makeUpdatedSchema(value.schema());
-            schemaUpdateCache.put(value.schema(), updatedSchema);
-        }
+        Schema updatedSchema = schemaUpdateCache.get(value.schema(), this::makeUpdatedSchema);
         // Nulled fields need nothing more: project() leaves every field whose schema changed null.
         Struct updated = Schemas.project(value, updatedSchema);
         for (FieldPath path : hashPaths) {

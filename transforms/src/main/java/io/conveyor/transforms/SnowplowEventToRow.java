@@ -10,9 +10,6 @@ import java.util.TreeMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
-import org.apache.kafka.common.cache.Cache;
-import org.apache.kafka.common.cache.LRUCache;
-import org.apache.kafka.common.cache.SynchronizedCache;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.config.ConfigException;
 import org.apache.kafka.connect.connector.ConnectRecord;
@@ -74,7 +71,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> extends Bas
     private FieldPath unstructPath;
     private List<FieldPath> contextPaths;
     private boolean asJson;
-    private Cache<SchemaKey, Schema> schemaUpdateCache;
+    private SchemaCache<SchemaKey, Schema> schemaUpdateCache;
 
     SnowplowEventToRow() {
         super(CONFIG_DEF);
@@ -109,7 +106,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> extends Bas
             }
         }
         asJson = FORMAT_JSON.equals(config.getString(OUTPUT_FORMAT_CONFIG));
-        schemaUpdateCache = new SynchronizedCache<>(new LRUCache<>(64));
+        schemaUpdateCache = new SchemaCache<>(64);
     }
 
     @Override
@@ -171,11 +168,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> extends Bas
             addContexts(stringField(event, path), path, columns);
         }
         SchemaKey key = new SchemaKey(event.schema(), List.copyOf(columns.keySet()));
-        Schema updatedSchema = schemaUpdateCache.get(key);
-        if (updatedSchema == null) {
-            updatedSchema = makeUpdatedSchema(key);
-            schemaUpdateCache.put(key, updatedSchema);
-        }
+        Schema updatedSchema = schemaUpdateCache.get(key, this::makeUpdatedSchema);
         Struct row = Schemas.project(event, updatedSchema);
         for (Map.Entry<String, Object> column : columns.entrySet()) {
             row.put(column.getKey(), Json.write(column.getValue()));
