@@ -1,1 +1,2 @@
-"""Pieces both bridges share: the envelope, the transactional producer, ops endpoints."""
+"""Pieces both bridges share: settings plumbing, the envelope, the transactional producer,
+ops endpoints."""

@@ -98,7 +98,7 @@ def _rabbitmq(settings: BridgeSettings, secrets: Secrets) -> str:
 
 
 def _kafka(settings: BridgeSettings, secrets: Secrets) -> str:
-    admin = AdminClient(secrets.kafka_client_config(settings))  # type: ignore[arg-type]
+    admin = AdminClient(secrets.kafka_client_config(settings))
     try:
         meta = admin.list_topics(timeout=CHECK_TIMEOUT_S)
     except KafkaException as exc:

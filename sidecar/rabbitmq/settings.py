@@ -15,49 +15,39 @@ config file can be committed, mounted from a ConfigMap and printed without leaki
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from sidecar.common.errors import ConfigError
+from sidecar.common import config
+from sidecar.common.config import FileSettings, FrozenModel, KafkaSecrets, SchemaRegistrySettings
 
 Format = Literal["json", "avro"]
 
-# librdkafka keys whose values are secrets: refused in the file, accepted from the environment.
-SECRET_KAFKA_KEYS = frozenset({"sasl.password", "ssl.key.password", "ssl.keystore.password",
-                               "sasl.oauthbearer.client.secret", "ssl.key.pem"})
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExchangeDecl(_Model):
+class ExchangeDecl(FrozenModel):
     name: str
     type: Literal["direct", "topic", "fanout", "headers"] = "topic"
     durable: bool = True
 
 
-class QueueDecl(_Model):
+class QueueDecl(FrozenModel):
     name: str
     durable: bool = True
     # e.g. {"x-queue-type": "quorum"} or a dead-letter exchange for RabbitMQ's own DLX.
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-class BindingDecl(_Model):
+class BindingDecl(FrozenModel):
     exchange: str
     queue: str
     routing_key: str = "#"
 
 
-class Topology(_Model):
+class Topology(FrozenModel):
     """Declared (idempotently, durable) before consuming, when ``declare`` is true."""
 
     declare: bool = False
@@ -66,7 +56,7 @@ class Topology(_Model):
     bindings: list[BindingDecl] = Field(default_factory=list)
 
 
-class RabbitMQSettings(_Model):
+class RabbitMQSettings(FrozenModel):
     url: str = "amqp://localhost:5672/%2F"
     queues: list[str] = Field(min_length=1)
     # Deliveries RabbitMQ may push before we ack. Must hold at least one batch, and ideally
@@ -84,37 +74,15 @@ class RabbitMQSettings(_Model):
         return self
 
 
-class KafkaSettings(_Model):
-    bootstrap_servers: str = "localhost:9092"
-    # Passed to every client as-is: security.protocol, sasl.mechanism, ssl.ca.location, ...
-    client: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    # Extra keys for the transactional producer only (linger.ms, compression.type, ...).
-    producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+class KafkaSettings(config.KafkaSettings):
     # An instance killed mid-transaction holds back read_committed readers of the partitions
     # it wrote (the warehouse sinks, the other instances' ledger checks) until it restarts
     # and fences itself, or until this timeout aborts the transaction. A batch commits in
     # milliseconds, so a short timeout costs nothing.
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
-    # Create routed and dead-letter topics on first use (-1: the broker's defaults), so a
-    # topic template can fan out without a ticket per topic. Off when topics are managed.
-    create_topics: bool = True
-    topic_partitions: int = -1
-    topic_replication_factor: int = -1
-
-    @model_validator(mode="after")
-    def _no_secrets(self) -> KafkaSettings:
-        leaked = SECRET_KAFKA_KEYS & (set(self.client) | set(self.producer))
-        if leaked:
-            raise ValueError(f"{sorted(leaked)} must come from the environment "
-                             "(CONVEYOR_KAFKA_SASL_PASSWORD, CONVEYOR_KAFKA_SSL_KEY_PASSWORD)")
-        return self
 
 
-class SchemaRegistrySettings(_Model):
-    url: str = "http://localhost:8081/apis/ccompat/v7"
-
-
-class BatchSettings(_Model):
+class BatchSettings(FrozenModel):
     """A batch is one Kafka transaction; it closes at whichever limit comes first."""
 
     max_messages: int = Field(default=1000, ge=1)
@@ -124,7 +92,7 @@ class BatchSettings(_Model):
     max_wait_ms: int = Field(default=50, ge=1)
 
 
-class LedgerSettings(_Model):
+class LedgerSettings(FrozenModel):
     # Shared by every instance of the same stream; "{stream}" is replaced.
     topic: str = "conveyor.ledger.rabbitmq.{stream}"
     # The window: the last N committed event_ids (and at most max_age_s old) are remembered.
@@ -145,14 +113,14 @@ class LedgerSettings(_Model):
     sync_timeout_s: float = Field(default=45.0, gt=0)
 
 
-class DeadLetterSettings(_Model):
+class DeadLetterSettings(FrozenModel):
     topic: str = "conveyor.dlq.rabbitmq.{stream}"
     # A dead-letter record larger than this keeps only the first bytes of the body (marked
     # with headers); size it, and the topic's max.message.bytes, above your largest message.
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
 
 
-class Route(_Model):
+class Route(FrozenModel):
     """One routing rule. All given conditions must match; the first matching rule wins.
 
     Patterns use AMQP topic-binding syntax on dot-separated words (``*`` = one word,
@@ -205,24 +173,22 @@ def _check_source(value: str, plain: set[str], what: str) -> None:
                          f"payload:dotted.path, not {value!r}")
 
 
-class EventIdSettings(_Model):
+class EventIdSettings(FrozenModel):
     # Used when a message has no AMQP message_id, e.g. "id" or "meta.event_id".
     payload_field: str | None = None
 
 
-class OpsSettings(_Model):
+class OpsSettings(FrozenModel):
     host: str = "0.0.0.0"
     port: int = Field(default=9000, ge=0, le=65535)
 
 
-class BridgeSettings(BaseSettings):
+class BridgeSettings(FileSettings):
     """Everything the bridge needs, validated before anything connects."""
 
     # Names the event stream: instances draining the same queues share one stream name and
     # so one dedup ledger; transactional ids are derived from it (see ``transactional_id``).
     stream: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    # Stable per instance (not per process): a restart must reuse it to fence its zombie.
-    instance_id: str | None = None
     source: str | None = None
     rabbitmq: RabbitMQSettings
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -242,20 +208,8 @@ class BridgeSettings(BaseSettings):
     ops: OpsSettings = Field(default_factory=OpsSettings)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
-    # Where relative schema paths are resolved: the config file's directory.
-    base_dir: Path = Field(default=Path("."), exclude=True)
 
-    model_config = SettingsConfigDict(env_prefix="CONVEYOR_RMQ__", env_nested_delimiter="__",
-                                      extra="forbid", frozen=True)
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)  # environment beats the file
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_RMQ__")
 
     @model_validator(mode="after")
     def _check(self) -> BridgeSettings:
@@ -269,10 +223,6 @@ class BridgeSettings(BaseSettings):
         return self
 
     # -- derived values ----------------------------------------------------------------------
-
-    @property
-    def instance(self) -> str:
-        return self.instance_id or os.environ.get("CONVEYOR_INSTANCE_ID") or socket.gethostname()
 
     @property
     def source_name(self) -> str:
@@ -294,18 +244,12 @@ class BridgeSettings(BaseSettings):
         return [*self.routes, *([self.default_route] if self.default_route else [])]
 
 
-class Secrets(BaseSettings):
-    """Secrets, from the environment only (never from the file)."""
+class Secrets(KafkaSecrets):
+    """RabbitMQ's credentials besides Kafka's and the registry's, from the environment only."""
 
     rabbitmq_url: SecretStr | None = None
     rabbitmq_user: str | None = None
     rabbitmq_password: SecretStr | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_key_password: SecretStr | None = None
-    schema_registry_user_info: SecretStr | None = None
-
-    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
 
     def amqp_url(self, settings: BridgeSettings) -> str:
         if self.rabbitmq_url is not None:
@@ -321,37 +265,11 @@ class Secrets(BaseSettings):
         netloc = f"{cred}@{host}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
-    def kafka_client_config(self, settings: BridgeSettings) -> dict[str, object]:
-        """librdkafka settings shared by the producer and the ledger consumers."""
-        conf: dict[str, object] = {"bootstrap.servers": settings.kafka.bootstrap_servers,
-                                   **settings.kafka.client}
-        if self.kafka_sasl_username:
-            conf["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password is not None:
-            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_key_password is not None:
-            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
-        return conf
-
 
 def load_settings(path: str | Path) -> BridgeSettings:
     """Read and validate a config file (plus environment), or raise ConfigError."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path}: expected a mapping at the top level")
-    return settings_from_dict(raw, base_dir=path.resolve().parent)
+    return config.load_settings(BridgeSettings, path)
 
 
 def settings_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> BridgeSettings:
-    try:
-        return BridgeSettings(**raw, base_dir=base_dir)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                 for e in exc.errors()]
-        raise ConfigError("invalid config:\n" + "\n".join(lines)) from exc
+    return config.settings_from_dict(BridgeSettings, raw, base_dir)

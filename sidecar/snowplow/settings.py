@@ -12,32 +12,24 @@ Secrets come from the environment only, and a file holding one is rejected:
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import ConfigDict, Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from sidecar.common.errors import ConfigError
+from sidecar.common import config
+from sidecar.common.config import FileSettings, FrozenModel, KafkaSecrets, SchemaRegistrySettings
 
 from .identity import CookieConfig
 from .pipeline import Limits
 from .protocol import PIXEL_PATHS, TP2_PATH
 from .routing import KINDS, Route, Router
 
-SECRET_KAFKA_KEYS = frozenset({"sasl.password", "ssl.key.password", "ssl.keystore.password",
-                               "sasl.oauthbearer.client.secret", "ssl.key.pem"})
 _TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HttpSettings(_Model):
+class HttpSettings(FrozenModel):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     # A body above this (also once gunzipped) becomes one size bad row; the request is
@@ -64,7 +56,7 @@ class HttpSettings(_Model):
         return self
 
 
-class CookieSettings(_Model):
+class CookieSettings(FrozenModel):
     enabled: bool = True
     name: str = Field(default="sp", pattern=r"^[A-Za-z0-9_\-.]+$")
     expiration_days: float = Field(default=365, gt=0)
@@ -84,31 +76,14 @@ class CookieSettings(_Model):
                             same_site=self.same_site)
 
 
-class KafkaSettings(_Model):
-    bootstrap_servers: str = "localhost:9092"
-    # Passed to every client as-is: security.protocol, sasl.mechanism, ssl.ca.location, ...
-    client: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    # Extra keys for the transactional producer only (linger.ms, compression.type, ...).
-    producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+class KafkaSettings(config.KafkaSettings):
     # Stable per collector instance, not per process: a restarted collector reusing it
     # fences its dead predecessor and aborts the transaction it left open at once (otherwise
     # read_committed consumers wait up to transaction_timeout_ms). "{instance}" is replaced.
     transactional_id: str = "conveyor-snowplow-{instance}"
-    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
-    create_topics: bool = True
-    topic_partitions: int = -1
-    topic_replication_factor: int = -1
-
-    @model_validator(mode="after")
-    def _no_secrets(self) -> KafkaSettings:
-        leaked = SECRET_KAFKA_KEYS & (set(self.client) | set(self.producer))
-        if leaked:
-            raise ValueError(f"{sorted(leaked)} must come from the environment "
-                             "(CONVEYOR_KAFKA_SASL_PASSWORD, CONVEYOR_KAFKA_SSL_KEY_PASSWORD)")
-        return self
 
 
-class RouteSettings(_Model):
+class RouteSettings(FrozenModel):
     """One routing rule; see sidecar/snowplow/routing.py. First match wins."""
 
     name: str | None = None
@@ -128,7 +103,7 @@ class RouteSettings(_Model):
                      name=self.name or self.topic)
 
 
-class TopicsSettings(_Model):
+class TopicsSettings(FrozenModel):
     default: str = Field(default="snowplow.events", pattern=_TOPIC)
     default_format: Literal["json", "avro"] = "json"
     bad: str = Field(default="snowplow.bad", pattern=_TOPIC)   # bad rows are always JSON
@@ -153,12 +128,7 @@ class TopicsSettings(_Model):
         return self.default_format == "avro" or any(r.format == "avro" for r in self.routes)
 
 
-class SchemaRegistrySettings(_Model):
-    # Any Confluent-compatible registry; only used when a route has format avro.
-    url: str = "http://localhost:8081/apis/ccompat/v7"
-
-
-class CommitSettings(_Model):
+class CommitSettings(FrozenModel):
     """Group commit: the events of concurrent requests share one Kafka transaction."""
 
     # After the first request of a batch arrives, wait at most this long for more. Requests
@@ -183,7 +153,7 @@ class CommitSettings(_Model):
     unsafe_ack_before_commit: bool = False
 
 
-class DedupSettings(_Model):
+class DedupSettings(FrozenModel):
     # The compacted ledger topic of committed event ids, shared by all collector replicas
     # of one pipeline and read back on start. Empty: in-process memory only (a restart or
     # another replica then lets a tracker retry through as a duplicate).
@@ -201,22 +171,21 @@ class DedupSettings(_Model):
     ledger_partitions: int = Field(default=1, ge=1)
 
 
-class IgluSettings(_Model):
+class IgluSettings(FrozenModel):
     # Static Iglu repositories (directories holding schemas/<vendor>/<name>/jsonschema/<v>),
     # searched in order before the bundled one. Relative paths: from the config file.
     repositories: list[Path] = Field(default_factory=list)
     bundled: bool = True
 
 
-class LimitsSettings(_Model):
+class LimitsSettings(FrozenModel):
     max_event_bytes: int = Field(default=900_000, ge=1024)
     bad_row_original_bytes: int = Field(default=262_144, ge=256)
 
 
-class CollectorSettings(BaseSettings):
+class CollectorSettings(FileSettings):
     """Everything the collector needs, validated before anything listens or connects."""
 
-    instance_id: str | None = None
     http: HttpSettings = Field(default_factory=HttpSettings)
     cookie: CookieSettings = Field(default_factory=CookieSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -231,23 +200,8 @@ class CollectorSettings(BaseSettings):
     drain_delay_s: float = Field(default=0.0, ge=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
-    base_dir: Path = Field(default=Path("."), exclude=True)
 
-    model_config = SettingsConfigDict(env_prefix="CONVEYOR_SNOWPLOW__", env_nested_delimiter="__",
-                                      extra="forbid", frozen=True)
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)  # environment beats the file
-
-    @property
-    def instance(self) -> str:
-        return self.instance_id or os.environ.get("CONVEYOR_INSTANCE_ID") or socket.gethostname()
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_SNOWPLOW__")
 
     @property
     def transactional_id(self) -> str:
@@ -266,49 +220,17 @@ class CollectorSettings(BaseSettings):
         return [*self.topics.router().topics(), self.topics.bad]
 
 
-class Secrets(BaseSettings):
-    """Secrets, from the environment only (never from the file)."""
-
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_key_password: SecretStr | None = None
-    schema_registry_user_info: SecretStr | None = None
-
-    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
-
-    def kafka_client_config(self, settings: CollectorSettings) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers,
-                                **settings.kafka.client}
-        if self.kafka_sasl_username:
-            conf["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password is not None:
-            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_key_password is not None:
-            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
-        return conf
+# The collector needs no secret of its own: Kafka's and the registry's are all.
+Secrets = KafkaSecrets
 
 
 def load_settings(path: str | Path) -> CollectorSettings:
     """Read and validate a config file (plus environment), or raise ConfigError."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path}: expected a mapping at the top level")
-    return settings_from_dict(raw, base_dir=path.resolve().parent)
+    return config.load_settings(CollectorSettings, path)
 
 
 def settings_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> CollectorSettings:
-    try:
-        return CollectorSettings(**raw, base_dir=base_dir)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                 for e in exc.errors()]
-        raise ConfigError("invalid config:\n" + "\n".join(lines)) from exc
+    return config.settings_from_dict(CollectorSettings, raw, base_dir)
 
 
 def _tuple(value: str | list[str] | None) -> tuple[str, ...]:
