@@ -1,5 +1,6 @@
 package io.conveyor.transforms;
 
+import static io.conveyor.transforms.TestSupport.applySchemaless;
 import static io.conveyor.transforms.TestSupport.assertValidateAccepts;
 import static io.conveyor.transforms.TestSupport.assertValidateRejects;
 import static io.conveyor.transforms.TestSupport.schemaless;
@@ -93,11 +94,6 @@ class EnvelopeUnwrapTest {
                 .put("attributes", Map.of("routing_key", "orders")).put("payload", payload);
     }
 
-    @SuppressWarnings("unchecked")
-    private Map<String, Object> unwrap(Map<String, Object> envelope) {
-        return (Map<String, Object>) xform.apply(schemaless(envelope)).value();
-    }
-
     // ---- schemaless ----
 
     @Test
@@ -106,7 +102,7 @@ class EnvelopeUnwrapTest {
         Map<String, Object> input = envelopeMap();
         Map<String, Object> before = new HashMap<>(input);
 
-        Map<String, Object> row = unwrap(input);
+        Map<String, Object> row = applySchemaless(xform, input);
 
         assertEquals(List.of("event_id", "event_type", "source", "occurred_at", "accepted_at", "attributes",
                 "order_id", "total", "customer", "items", "landed_at"), List.copyOf(row.keySet()));
@@ -126,7 +122,7 @@ class EnvelopeUnwrapTest {
     void schemalessDeeperFlatteningWithPrefixDelimiterAndJsonColumn() {
         xform.configure(Map.of("payload.flatten.depth", "2", "payload.flatten.delimiter", "__",
                 "payload.prefix", "p_", "payload.json.column", "payload_json"));
-        Map<String, Object> row = unwrap(envelopeMap());
+        Map<String, Object> row = applySchemaless(xform, envelopeMap());
 
         assertEquals("c-1", row.get("p_customer__id"));
         assertEquals("{\"zip\":\"LS1\"}", row.get("p_customer__address"));
@@ -141,7 +137,7 @@ class EnvelopeUnwrapTest {
         envelope.put("event_id", "e-1");
         envelope.put("body", Map.of("meta", "m", "payload", Map.of("a", 1)));
 
-        Map<String, Object> row = unwrap(envelope);
+        Map<String, Object> row = applySchemaless(xform, envelope);
 
         assertEquals("{\"meta\":\"m\"}", row.get("body"));
         assertEquals(1, row.get("a"));
@@ -152,7 +148,7 @@ class EnvelopeUnwrapTest {
         xform.configure(Map.of());
         Map<String, Object> envelope = envelopeMap();
         envelope.put("payload", "{\"order_id\":\"o-9\",\"lines\":2}");
-        Map<String, Object> row = unwrap(envelope);
+        Map<String, Object> row = applySchemaless(xform, envelope);
         assertEquals("o-9", row.get("order_id"));
         assertEquals(2, row.get("lines"));
     }
@@ -162,11 +158,11 @@ class EnvelopeUnwrapTest {
         xform.configure(Map.of());
         Map<String, Object> envelope = envelopeMap();
         envelope.put("payload", Map.of("source", "app"));
-        DataException e = assertThrows(DataException.class, () -> unwrap(envelope));
+        DataException e = assertThrows(DataException.class, () -> applySchemaless(xform, envelope));
         assertTrue(e.getMessage().contains("'source'"), e.getMessage());
 
         xform.configure(Map.of("payload.prefix", "payload_"));
-        assertEquals("app", unwrap(envelope).get("payload_source"));
+        assertEquals("app", applySchemaless(xform, envelope).get("payload_source"));
     }
 
     @Test
@@ -183,16 +179,16 @@ class EnvelopeUnwrapTest {
 
         Map<String, Object> listPayload = envelopeMap();
         listPayload.put("payload", List.of(1, 2));
-        assertThrows(DataException.class, () -> unwrap(listPayload));
+        assertThrows(DataException.class, () -> applySchemaless(xform, listPayload));
 
         Map<String, Object> badTime = envelopeMap();
         badTime.put("occurred_at", "2024-05-01T12:00:00");
-        DataException e = assertThrows(DataException.class, () -> unwrap(badTime));
+        DataException e = assertThrows(DataException.class, () -> applySchemaless(xform, badTime));
         assertTrue(e.getMessage().contains("occurred_at"), e.getMessage());
 
         Map<String, Object> noId = envelopeMap();
         noId.remove("event_id");
-        assertThrows(DataException.class, () -> unwrap(noId));
+        assertThrows(DataException.class, () -> applySchemaless(xform, noId));
     }
 
     // ---- with schema ----

@@ -1,5 +1,6 @@
 package io.conveyor.transforms;
 
+import static io.conveyor.transforms.TestSupport.applySchemaless;
 import static io.conveyor.transforms.TestSupport.assertValidateRejects;
 import static io.conveyor.transforms.TestSupport.schemaless;
 import static io.conveyor.transforms.TestSupport.value;
@@ -71,11 +72,6 @@ class SnowplowEventToRowTest {
                 .put("contexts", CONTEXTS).put("derived_contexts", DERIVED);
     }
 
-    @SuppressWarnings("unchecked")
-    private Map<String, Object> apply(Map<String, Object> event) {
-        return (Map<String, Object>) xform.apply(schemaless(event)).value();
-    }
-
     @Test
     void columnNamesFollowTheLoaders() {
         assertEquals("com_acme_checkout_1",
@@ -95,7 +91,7 @@ class SnowplowEventToRowTest {
         Map<String, Object> input = eventMap();
         Map<String, Object> before = new LinkedHashMap<>(input);
 
-        Map<String, Object> row = apply(input);
+        Map<String, Object> row = applySchemaless(xform, input);
 
         assertEquals("e-1", row.get("event_id"));
         assertEquals("shop", row.get("app_id"));
@@ -118,7 +114,7 @@ class SnowplowEventToRowTest {
         sp.put("ue", Map.of("schema", "iglu:com.acme/checkout/jsonschema/1-0-0", "data", Map.of("order_id", "o-2")));
         sp.put("ctx", List.of(Map.of("schema", "iglu:com.acme/store/jsonschema/3-0-0", "data", Map.of("id", 4))));
         sp.put("keep", "me");
-        Map<String, Object> row = apply(new LinkedHashMap<>(Map.of("event_id", "e-2", "sp", sp)));
+        Map<String, Object> row = applySchemaless(xform, new LinkedHashMap<>(Map.of("event_id", "e-2", "sp", sp)));
 
         assertEquals(Map.of("order_id", "o-2"), row.get("unstruct_event_com_acme_checkout_1"));
         assertEquals(List.of(Map.of("id", 4)), row.get("contexts_com_acme_store_3"));
@@ -128,7 +124,8 @@ class SnowplowEventToRowTest {
     @Test
     void schemalessEventWithoutSelfDescribingPartsIsUnchanged() {
         xform.configure(Map.of());
-        Map<String, Object> row = apply(new LinkedHashMap<>(Map.of("event_id", "e-3", "event", "page_view")));
+        Map<String, Object> row =
+                applySchemaless(xform, new LinkedHashMap<>(Map.of("event_id", "e-3", "event", "page_view")));
         assertEquals(Map.of("event_id", "e-3", "event", "page_view"), row);
     }
 
@@ -146,20 +143,20 @@ class SnowplowEventToRowTest {
 
         Map<String, Object> badJson = eventMap();
         badJson.put("unstruct_event", "{not json");
-        DataException e = assertThrows(DataException.class, () -> apply(badJson));
+        DataException e = assertThrows(DataException.class, () -> applySchemaless(xform, badJson));
         assertTrue(e.getMessage().contains("unstruct_event"), e.getMessage());
 
         Map<String, Object> badUri = eventMap();
         badUri.put("unstruct_event", "{\"schema\":\"com.acme/checkout\",\"data\":{}}");
-        assertThrows(DataException.class, () -> apply(badUri));
+        assertThrows(DataException.class, () -> applySchemaless(xform, badUri));
 
         Map<String, Object> notList = eventMap();
         notList.put("contexts", 42);
-        assertThrows(DataException.class, () -> apply(notList));
+        assertThrows(DataException.class, () -> applySchemaless(xform, notList));
 
         Map<String, Object> clash = eventMap();
         clash.put("unstruct_event_com_acme_checkout_1", "already here");
-        assertThrows(DataException.class, () -> apply(clash));
+        assertThrows(DataException.class, () -> applySchemaless(xform, clash));
     }
 
     // ---- with schema ----

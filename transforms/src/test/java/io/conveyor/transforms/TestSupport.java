@@ -10,6 +10,7 @@ import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.config.ConfigValue;
 import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.sink.SinkRecord;
+import org.apache.kafka.connect.transforms.Transformation;
 
 /** Record builders and config assertions shared by the transform tests. */
 final class TestSupport {
@@ -25,6 +26,12 @@ final class TestSupport {
 
     static SinkRecord schemaless(Object value) {
         return value(null, value);
+    }
+
+    /** The value {@code xform} makes of a schemaless record holding {@code value}, which must be a map. */
+    @SuppressWarnings("unchecked")
+    static Map<String, Object> applySchemaless(Transformation<SinkRecord> xform, Map<String, Object> value) {
+        return (Map<String, Object>) xform.apply(schemaless(value)).value();
     }
 
     /** Asserts that Connect's pre-deploy validation (ConfigDef.validate) reports an error for {@code key}. */
