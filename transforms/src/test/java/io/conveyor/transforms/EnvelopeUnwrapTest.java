@@ -166,13 +166,6 @@ class EnvelopeUnwrapTest {
     }
 
     @Test
-    void schemalessTombstonePassesThrough() {
-        xform.configure(Map.of());
-        SinkRecord tombstone = schemaless(null);
-        assertSame(tombstone, xform.apply(tombstone));
-    }
-
-    @Test
     void schemalessWrongTypesFail() {
         xform.configure(Map.of());
         assertThrows(DataException.class, () -> xform.apply(schemaless("not an envelope")));
@@ -250,13 +243,6 @@ class EnvelopeUnwrapTest {
 
         assertEquals("{\"meta\":\"m\"}", row.get("body"));
         assertEquals("o-1", row.get("order_id"));
-    }
-
-    @Test
-    void structTombstonePassesThrough() {
-        xform.configure(Map.of());
-        SinkRecord tombstone = value(ENVELOPE, null);
-        assertSame(tombstone, xform.apply(tombstone));
     }
 
     @Test

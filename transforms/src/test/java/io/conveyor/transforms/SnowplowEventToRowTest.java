@@ -130,13 +130,6 @@ class SnowplowEventToRowTest {
     }
 
     @Test
-    void schemalessTombstonePassesThrough() {
-        xform.configure(Map.of());
-        SinkRecord tombstone = schemaless(null);
-        assertSame(tombstone, xform.apply(tombstone));
-    }
-
-    @Test
     void schemalessWrongTypesFail() {
         xform.configure(Map.of());
         assertThrows(DataException.class, () -> xform.apply(schemaless(List.of())));
@@ -202,13 +195,6 @@ class SnowplowEventToRowTest {
         assertEquals("k", row.getStruct("sp").get("keep"));
         assertNull(row.getStruct("sp").schema().field("ue"));
         assertEquals("{\"order_id\":\"o-1\",\"total\":12.5}", row.get("unstruct_event_com_acme_checkout_1"));
-    }
-
-    @Test
-    void structTombstonePassesThrough() {
-        xform.configure(Map.of());
-        SinkRecord tombstone = value(EVENT, null);
-        assertSame(tombstone, xform.apply(tombstone));
     }
 
     @Test
