@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ import pika.exceptions
 import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from tests.integration import processes
+
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "sidecar" / "rabbitmq" / "schemas"
 
@@ -32,12 +32,6 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, pause: float 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} within {timeout:.0f}s")
         time.sleep(pause)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -92,21 +86,12 @@ class BridgeProcess:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
+        processes.kill(self.proc)
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM and wait; returns the exit code."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise
-        return int(self.proc.returncode)
+        return processes.terminate(self.proc, timeout, raise_if_hung=True)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -19,12 +19,13 @@ from rmq_harness import (
     Publisher,
     bridge_env,
     declare,
-    free_port,
     queue_depth,
     read_committed,
     wait_for,
     write_config,
 )
+
+from tests.integration.processes import free_port
 
 pytestmark = pytest.mark.integration
 

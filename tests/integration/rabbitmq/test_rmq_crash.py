@@ -19,11 +19,12 @@ from rmq_harness import (
     Publisher,
     bridge_env,
     declare,
-    free_port,
     read_committed,
     wait_for,
     write_config,
 )
+
+from tests.integration.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

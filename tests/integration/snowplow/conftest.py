@@ -11,8 +11,6 @@ on a free port, so a test can SIGKILL it and start it again with the same config
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from tests.integration import processes
 from tests.integration.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,12 +42,6 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
     if config.kafka_ready():
         return config.kafka_bootstrap
     pytest.skip(f"Kafka does not answer at {config.kafka_bootstrap}: run `make up`")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str,
@@ -103,19 +96,11 @@ class CollectorProcess:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        processes.kill(self.proc)
 
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return processes.terminate(self.proc, timeout)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -131,7 +116,7 @@ def collector(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Co
         topics = {"default": f"sp-events-{token}", "bad": f"sp-bad-{token}",
                   "views": f"sp-views-{token}", "orders": f"sp-orders-{token}",
                   "ledger": f"sp-ledger-{token}"}
-        port = free_port()
+        port = processes.free_port()
         cfg: dict[str, Any] = {
             "instance_id": f"itest-{token}",
             "http": {"host": "127.0.0.1", "port": port},
