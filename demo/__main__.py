@@ -12,10 +12,11 @@ import sys
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Producer
 
 from connectors.rest import ConnectClient
 from demo import pipeline
+from tests.integration.committed import consume_committed
 from tests.integration.stack import Stack
 
 DEMO_EVENTS = 100
@@ -38,27 +39,8 @@ def transactional_round_trip(stack: Stack) -> tuple[bool, str]:
     producer.flush(30)
     producer.abort_transaction(30)
 
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap,
-                         "group.id": f"demo-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    consumer.subscribe([topic])
-    seen: list[bytes] = []
-    partitions_at_end: set[int] = set()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(msg.error())
-            partitions_at_end.add(msg.partition())
-            if len(seen) >= DEMO_EVENTS and len(partitions_at_end) >= len(consumer.assignment()):
-                break
-            continue
-        seen.append(msg.value())
-    consumer.close()
+    seen = [m.value() for m in consume_committed(stack.kafka_bootstrap, topic, group="demo",
+                                                 at_least=DEMO_EVENTS, timeout_s=60)]
     took = time.monotonic() - started
     committed = sum(v.startswith(b"committed") for v in seen)
     aborted = sum(v.startswith(b"aborted") for v in seen)

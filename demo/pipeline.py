@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ import httpx
 import pika
 import psycopg
 import requests
-from confluent_kafka import Consumer, KafkaError
 from snowplow_tracker import (
     Emitter,
     PageView,
@@ -39,6 +37,7 @@ from snowplow_tracker import (
 from connectors import deploy
 from connectors.configs import load_profile
 from connectors.rest import ConnectClient
+from tests.integration.committed import consume_committed
 from tests.integration.stack import Stack, wait_until
 
 ORDERS, ROBOT_READINGS, RMQ_POISON = 300, 200, 6
@@ -160,30 +159,12 @@ def _snowplow_bad_rows(conn: psycopg.Connection, since: datetime) -> int:
 
 def _dead_lettered(stack: Stack, ids: set[str]) -> dict[str, str]:
     """event_id -> reason, for this run's poison messages in the bridge's dead-letter topic."""
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap,
-                         "group.id": f"demo-dlq-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                         "enable.partition.eof": True, "enable.auto.commit": False})
-    consumer.subscribe([RMQ_DLQ])
     found: dict[str, str] = {}
-    at_end: set[int] = set()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(msg.error())
-            at_end.add(msg.partition())
-            if at_end >= {tp.partition for tp in consumer.assignment()}:
-                break
-            continue
+    for msg in consume_committed(stack.kafka_bootstrap, RMQ_DLQ, group="demo-dlq"):
         headers = {k: (v or b"").decode(errors="replace") for k, v in msg.headers() or []}
         event_id = headers.get("conveyor.event_id", "")
         if event_id in ids:
             found[event_id] = headers.get("conveyor.dlq.reason", "?")
-    consumer.close()
     return found
 
 

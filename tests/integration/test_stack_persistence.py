@@ -7,8 +7,8 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connectors.rest import ConnectClient
+from tests.integration.committed import consume_committed
 from tests.integration.stack import Stack
-from tests.integration.test_kafka_transactions import _read_committed
 
 SCHEMA = '{"type": "record", "name": "Kept", "fields": [{"name": "event_id", "type": "string"}]}'
 
@@ -40,7 +40,8 @@ def test_restart_keeps_kafka_data_connect_configs_and_schemas(stack: Stack, uniq
     try:
         stack.restart("connect", "schema-registry", "kafka")
 
-        assert _read_committed(stack, topic, expect_at_least=3) == [b"kept-0", b"kept-1", b"kept-2"]
+        values = [m.value() for m in consume_committed(stack.kafka_bootstrap, topic, at_least=3)]
+        assert values == [b"kept-0", b"kept-1", b"kept-2"]
         kept = connect.config(name)
         assert kept is not None and {k: kept[k] for k in config} == config
         fresh = SchemaRegistryClient({"url": stack.schema_registry_url})
