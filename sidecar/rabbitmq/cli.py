@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from sidecar.common import logs
+from sidecar.common.cli import config_and_check_options, load_or_exit
 from sidecar.common.errors import ConfigError, FatalKafkaError
 from sidecar.common.ops import OpsServer
 
@@ -66,21 +67,14 @@ Exit codes: {", ".join(f"{e.value} {e.name.lower()}" for e in Exit)}.
 
 
 @click.command(name="rabbitmq", help=HELP)
-@click.option("--config", "config_path", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML settings file (see examples/full.yaml for every key).")
-@click.option("--check", is_flag=True,
-              help="Validate the config, routes and schemas and try RabbitMQ, Kafka and the "
-                   "schema registry; consume nothing. Exit 0 when all is well.")
+@config_and_check_options(
+    check_help="Validate the config, routes and schemas and try RabbitMQ, Kafka and the "
+               "schema registry; consume nothing. Exit 0 when all is well.")
 def main(config_path: Path, check: bool) -> None:
     from .settings import Secrets, load_settings  # lazily: keeps --help instant
 
-    try:
-        settings = load_settings(config_path)
-        secrets = Secrets()
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(Exit.CONFIG)
+    settings = load_or_exit(load_settings, config_path, Exit.CONFIG)
+    secrets = Secrets()
     logs.configure(settings.log_level)
     # pika logs every socket step at INFO (and a lost connection as an ERROR with a
     # traceback), the registry client every request: our own events (rabbitmq.lost,

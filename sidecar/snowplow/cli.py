@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from sidecar.common import logs
-from sidecar.common.errors import ConfigError
+from sidecar.common.cli import config_and_check_options, load_or_exit
 
 
 class Exit(IntEnum):
@@ -66,20 +66,13 @@ Exit codes: {", ".join(f"{e.value} {e.name.lower()}" for e in Exit)}.
 
 
 @click.command(name="snowplow", help=HELP)
-@click.option("--config", "config_path", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML settings file (see examples/full.yaml for every key).")
-@click.option("--check", is_flag=True,
-              help="Validate the config, compile every Iglu schema, reach Kafka and list "
-                   "which topics exist; serve nothing. Exit 0 when all is well.")
+@config_and_check_options(
+    check_help="Validate the config, compile every Iglu schema, reach Kafka and list "
+               "which topics exist; serve nothing. Exit 0 when all is well.")
 def main(config_path: Path, check: bool) -> None:
     from .settings import load_settings  # lazily: keeps --help instant
 
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(Exit.CONFIG)
+    settings = load_or_exit(load_settings, config_path, Exit.CONFIG)
     logs.configure(settings.log_level)
     if check:
         sys.exit(run_check(settings, echo=click.echo))
