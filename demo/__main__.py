@@ -62,7 +62,9 @@ def connect_plugins(stack: Stack) -> tuple[bool, str]:
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("snowplow_tracker").setLevel(logging.WARNING)  # a line per request
+    # The tracker sets INFO on its own module loggers at import: a line per request.
+    for name in ("snowplow_tracker", "snowplow_tracker.emitters", "snowplow_tracker.tracker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     stack = Stack.from_env()
     stack.wait()
     checks = [
