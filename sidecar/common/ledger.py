@@ -37,6 +37,7 @@ ids are unique, so compaction alone would keep every one forever.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -167,6 +168,9 @@ class DedupLedger:
         try:
             future.result(timeout)
             log.info("ledger.topic_created", extra={"topic": self.topic})
+        except concurrent.futures.TimeoutError as exc:  # no answer: Kafka is (re)starting
+            raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: no answer "
+                                    f"within {timeout:.0f}s") from exc
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: "
@@ -279,6 +283,18 @@ class DedupLedger:
         if ids:
             self.window.add_many(ids, newest if newest > 0 else now_ms())
 
+    def _refresh_probe_metadata(self) -> None:
+        """Ask the broker for the ledger topic's metadata again.
+
+        The probe consumer has no assignment, so librdkafka never refreshes the topic on
+        its own: metadata cached while Kafka was starting (topic without partitions or
+        leader) would make every later watermark query fail with "Unknown partition",
+        long after Kafka is back. The caller retries after this."""
+        try:
+            self._probe.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            log.debug("ledger.metadata_refresh_failed", extra={"error": str(exc)})
+
     def _high_watermarks(self, timeout: float) -> dict[int, int]:
         return {p: high for p, (_, high) in self._watermarks(timeout).items()}
 
@@ -290,6 +306,7 @@ class DedupLedger:
                 low, high = self._probe.get_watermark_offsets(TopicPartition(self.topic, p),
                                                               timeout=timeout, cached=False)
             except KafkaException as exc:
+                self._refresh_probe_metadata()
                 raise LedgerUnavailable(f"ledger end offsets: {exc.args[0].str()}") from exc
             out[p] = (low, high)
         return out
