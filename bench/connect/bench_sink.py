@@ -12,7 +12,8 @@ against the same rows written straight into PostgreSQL with COPY, in the same ru
    bridge's ``accepted_at``) -> the row visible to a SQL reader polling every 100 ms, plus
    the SMT's own ``landed_at - accepted_at``; p50 and p99.
 
-    python -m bench.connect.bench_sink [--events 100000] [--rate 1000] [--seconds 30]
+    python -m bench.connect.bench_sink [--events 100000] [--warmup-events 20000]
+                                       [--rate 1000] [--seconds 30]
 
 Targets: at least 5,000 rows/s; p99 under 5 s. Endpoints and credentials come from the
 same environment as the integration tests (``make bench`` provides it).
@@ -189,6 +190,8 @@ def latency(stack: Stack, connect: ConnectClient, conn: psycopg.Connection[Any],
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=100_000, help="pre-filled events")
+    ap.add_argument("--warmup-events", type=int, default=20_000,
+                    help="events drained first, not measured (0: none)")
     ap.add_argument("--rate", type=int, default=1000, help="events/s for the latency run")
     ap.add_argument("--seconds", type=int, default=30, help="length of the latency run")
     args = ap.parse_args(argv)
@@ -199,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn, \
             tempfile.TemporaryDirectory() as tmp:
+        if args.warmup_events:
+            # A worker that just started interprets the converter, SMT and JDBC paths; the
+            # JIT needs a few thousand records before the figures mean anything.
+            print(f"warm-up: {args.warmup_events:,} events through the same sink (not measured)")
+            _, _, t = throughput(stack, connect, conn, args.warmup_events, Path(tmp))
+            conn.execute(f'DROP TABLE IF EXISTS "{t}"')
         print(f"throughput: {args.events:,} events pre-filled, then drained by the sink")
         rows_s, with_start_s, t = throughput(stack, connect, conn, args.events, Path(tmp))
         try:
