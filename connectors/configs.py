@@ -26,11 +26,14 @@ CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 
 # Keys whose value is a secret; matched on the last dotted part of the key, so they catch
 # "connection.password", "snowflake.private.key", "aws.secret.access.key", "hash.key", ...
-# An access key id is half of a credential pair (and names the account), so it is held to
-# the same rule as its secret.
+# Iceberg spells its keys with hyphens ("iceberg.catalog.s3.secret-access-key"), so a
+# separator inside a name may be either. An access key id is half of a credential pair (and
+# names the account), so it is held to the same rule as its secret; a REST catalog's
+# "credential" is an OAuth2 client id and secret.
 _SECRET_KEY = re.compile(
-    r"(^|\.)(password|passphrase|secret|secret\.access\.key|access\.key\.id|private\.key"
-    r"|private\.key\.passphrase|hash\.key|api\.key|token|sasl\.jaas\.config)$")
+    r"(^|\.)(password|passphrase|secret|secret[.-]access[.-]key|access[.-]key[.-]id"
+    r"|private[.-]key|private[.-]key[.-]passphrase|hash[.-]key|api[.-]key|token|credential"
+    r"|sasl\.jaas\.config)$")
 # A worker config provider reference: ${provider:path:key} or ${provider:key}. Connect only
 # resolves these (a colon inside); ${topic} and ${value} are left for Debezium and our SMTs.
 PROVIDER_REF = re.compile(r"^\$\{[A-Za-z0-9_-]+:[^}]+\}$")
