@@ -1,7 +1,8 @@
 """Every connector profile, checked as files: no worker, no network.
 
 The local profile is exercised end to end against PostgreSQL by the integration tests; the
-production profiles (snowflake, s3) are only checked here. These tests hold them to what the
+production profiles (snowflake, s3) are only checked here, never run against Snowflake, an
+Iceberg catalog or S3. These tests hold them to what the
 local one promises: the same streams from the same topics, a dead-letter topic for every
 record they cannot write, transactions respected, and no secret in any file.
 """
@@ -38,7 +39,7 @@ README = CONFIG_ROOT.parent / "README.md"
 # own rule: if either is wrong, one of them still catches a secret written in clear.
 _SECRETISH_KEY = re.compile(
     r"password|passphrase|secret|private|token|credential|jaas|hash\.key|api\.key"
-    r"|access\.key|accesskey|secretkey", re.IGNORECASE)
+    r"|access[.-]?key|secretkey", re.IGNORECASE)
 _REFERENCE = re.compile(r"^\$\{(env|file):[^}]+\}$")
 # Values that look like a secret whatever their key: a PEM block, an AWS access key id,
 # a password inside a URL, a long unbroken base64/hex run.
@@ -49,9 +50,8 @@ _SECRETISH_VALUE = (
     re.compile(r"[A-Za-z0-9+/=]{40,}"),
 )
 # SMTs that change a record's topic. Snowflake's connector keys its channels and committed
-# offsets by topic, and the S3 sink names objects by topic, partition and first offset; a
-# renamed topic breaks both (offsets never committed, objects of two topics overwriting each
-# other), so the production profiles must not use them.
+# offsets by topic, so a renamed topic leaves the real partitions uncommitted; the Iceberg
+# sink routes on a field, not on the topic. The production profiles use none of them.
 _TOPIC_RENAMING = ("RouteByField", "RegexRouter", "TimestampRouter", "TopicRegexRouter")
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z0-9_]+)\}")
 
@@ -213,7 +213,10 @@ def test_notes_hold_no_secret_either(profile: str, stream: str, connector: Conne
 
 @pytest.mark.parametrize("key", ["aws.access.key.id", "aws.secret.access.key",
                                  "snowflake.private.key", "snowflake.private.key.passphrase",
-                                 "transforms.mask.hash.key", "connection.password"])
+                                 "transforms.mask.hash.key", "connection.password",
+                                 "iceberg.catalog.s3.access-key-id",
+                                 "iceberg.catalog.s3.secret-access-key",
+                                 "iceberg.catalog.credential"])
 def test_the_loader_refuses_a_credential_in_clear(key: str) -> None:
     doc = {"name": "c", "config": {"connector.class": "x", key: "in-clear"}}
     with pytest.raises(ConfigFileError, match=re.escape(key)):
@@ -270,13 +273,99 @@ def test_snowflake_table_map_entries_are_well_formed_and_distinct() -> None:
             assert re.fullmatch(r"[A-Z_][A-Z0-9_]*", table), table
 
 
-def test_s3_objects_are_named_by_real_topic_partition_and_offset() -> None:
+ICEBERG_SINK = "org.apache.iceberg.connect.IcebergSinkConnector"
+# Within the 15-minute delivery target with room to spare: a row becomes queryable at the
+# coordinator's next commit, at worst one interval plus the commit timeout after it is read.
+_DELIVERY_TARGET_MS = 15 * 60 * 1000
+
+
+def test_s3_is_iceberg_exactly_once_through_a_control_topic_of_its_own() -> None:
+    control_topics = []
     for stream, connector in _profile("s3").items():
         cfg = connector.config
-        template = cfg["file.name.template"]
-        # Deterministic names: a batch written again after a crash replaces its object.
-        for variable in ("{{topic}}", "{{partition}}", "{{start_offset"):
-            assert variable in template, (stream, variable)
-        assert "timestamp" not in template, "wall-clock names would duplicate a replayed batch"
-        assert template.startswith(f"{stream}/")
-        assert _REFERENCE.match(cfg["aws.s3.endpoint"]), "S3-compatible stores need an endpoint"
+        assert connector.connector_class == ICEBERG_SINK, stream
+        # Each connector commits through its own control topic: one shared by two
+        # connectors would mix their commits and their consumer groups' offsets.
+        control_topics.append(cfg["iceberg.control.topic"])
+        assert cfg["iceberg.control.topic"] == f"conveyor.iceberg.control.{connector.name}"
+        interval = int(cfg["iceberg.control.commit.interval-ms"])
+        timeout = int(cfg["iceberg.control.commit.timeout-ms"])
+        assert 10_000 <= interval <= 5 * 60 * 1000, "small files below, a late lake above"
+        assert interval + timeout <= _DELIVERY_TARGET_MS / 3
+        assert cfg["iceberg.tables.auto-create-enabled"] == "true"
+        assert cfg["iceberg.tables.evolve-schema-enabled"] == "true"
+        # No upsert mode in Iceberg 1.12's sink: rows are appended, exactly once.
+        assert not [k for k in cfg if "upsert" in k or "cdc" in k], stream
+    assert len(set(control_topics)) == len(control_topics)
+    # Control topics are no stream's input.
+    for topic in control_topics:
+        for stream, connector in _profile("s3").items():
+            assert not _takes(connector, topic), (topic, stream)
+
+
+def test_s3_catalog_warehouse_and_store_come_from_the_environment() -> None:
+    for stream, connector in _profile("s3").items():
+        cfg = connector.config
+        assert cfg["iceberg.catalog.type"] == "rest"
+        for key in ("iceberg.catalog.uri", "iceberg.catalog.warehouse",
+                    "iceberg.catalog.credential", "iceberg.catalog.s3.endpoint",
+                    "iceberg.catalog.s3.access-key-id", "iceberg.catalog.s3.secret-access-key",
+                    "iceberg.catalog.client.region"):
+            assert _REFERENCE.match(cfg[key]), (stream, key, "S3-compatible stores need it")
+        assert cfg["iceberg.catalog.io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO"
+        # MinIO and most S3-compatible stores only answer path-style requests.
+        assert cfg["iceberg.catalog.s3.path-style-access"] == "true"
+        # Every iceberg.* key is one the sink documents (or a catalog pass-through).
+        for key in cfg:
+            if key.startswith("iceberg."):
+                assert key.startswith(("iceberg.catalog.", "iceberg.table.")) \
+                    or key in _ICEBERG_SINK_KEYS, key
+
+
+_ICEBERG_SINK_KEYS = {
+    "iceberg.tables", "iceberg.tables.dynamic-enabled", "iceberg.tables.route-field",
+    "iceberg.tables.auto-create-enabled", "iceberg.tables.evolve-schema-enabled",
+    "iceberg.tables.schema-force-optional", "iceberg.control.topic",
+    "iceberg.control.commit.interval-ms", "iceberg.control.commit.timeout-ms",
+}
+_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
+
+
+def _route_regexes(cfg: dict[str, str]) -> dict[str, str]:
+    return {table: cfg[f"iceberg.table.{table}.route-regex"]
+            for table in cfg["iceberg.tables"].split(",")}
+
+
+def test_s3_tables_are_named_and_every_rabbitmq_event_type_has_exactly_one() -> None:
+    s3 = _profile("s3")
+    for stream, connector in s3.items():
+        cfg = connector.config
+        # Static tables: dynamic routing would take the table name from a field as is.
+        assert cfg["iceberg.tables.dynamic-enabled"] == "false"
+        tables = cfg["iceberg.tables"].split(",")
+        assert all(_TABLE_NAME.fullmatch(t) for t in tables), tables
+        table_keys = {k.split(".")[2] + "." + k.split(".")[3] for k in cfg
+                      if k.startswith("iceberg.table.")}
+        assert table_keys <= set(tables), f"{stream}: settings for unlisted tables"
+    assert s3["snowplow-events"].config["iceberg.tables"] == "conveyor.snowplow_events"
+    assert s3["snowplow-bad-rows"].config["iceberg.tables"] == "conveyor.snowplow_bad_rows"
+    # One table per event type, and a catch-all: the sink drops a record no regex matches.
+    cfg = s3["rabbitmq-events"].config
+    assert cfg["iceberg.tables.route-field"] == "event_type"
+    routes = _route_regexes(cfg)
+    for event_type in ("order_placed", "robot_telemetry", "acme_order_shipped",
+                       "order_placed_v2", "x"):
+        takers = [t for t, rx in routes.items() if re.fullmatch(rx, event_type)]
+        assert len(takers) == 1, (event_type, takers)
+    assert [t for t, rx in routes.items() if re.fullmatch(rx, "order_placed")] == \
+        ["conveyor.rabbitmq_order_placed"]
+
+
+def test_s3_bad_rows_land_whole_as_text_with_their_check() -> None:
+    cfg = _profile("s3")["snowplow-bad-rows"].config
+    assert cfg["value.converter"] == "org.apache.kafka.connect.storage.StringConverter"
+    assert cfg["transforms.hoist.type"] == "org.apache.kafka.connect.transforms.HoistField$Value"
+    assert cfg["transforms.hoist.field"] == "bad_row"
+    # Only SMTs shipped with Kafka: this worker has no Debezium plugin for HeaderToValue.
+    for name in cfg["transforms"].split(","):
+        assert cfg[f"transforms.{name}.type"].startswith("org.apache.kafka.connect."), name
