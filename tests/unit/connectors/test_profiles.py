@@ -162,6 +162,19 @@ def test_reads_only_committed_records(profile: str, stream: str, connector: Conn
 
 
 @pytest.mark.parametrize(("profile", "stream", "connector"), CONNECTORS, ids=IDS)
+def test_a_regex_subscription_sees_a_new_topic_within_seconds(
+        profile: str, stream: str, connector: ConnectorFile) -> None:
+    # The RabbitMQ bridge creates a topic on a new event type's first event, after the sink
+    # subscribed. A pattern is matched against the consumer's metadata, refreshed every
+    # 5 minutes by default: the first events of a new type would land 5 minutes late.
+    cfg = connector.config
+    if "topics.regex" in cfg:
+        assert int(cfg["consumer.override.metadata.max.age.ms"]) <= 30_000, stream
+    else:
+        assert "consumer.override.metadata.max.age.ms" not in cfg, "a fixed topic list"
+
+
+@pytest.mark.parametrize(("profile", "stream", "connector"), CONNECTORS, ids=IDS)
 def test_every_listed_transform_is_configured_and_none_is_left_over(
         profile: str, stream: str, connector: ConnectorFile) -> None:
     aliases = {a.strip() for a in connector.config.get("transforms", "").split(",") if a.strip()}
