@@ -67,7 +67,7 @@ unit: venv ## Unit tests of Python and Java (start nothing)
 .PHONY: itest
 itest: venv images ## Integration tests against the real stack in containers
 	@$(WITH_ENV) $(PY) -m tests.integration.stack preflight
-	@$(WITH_ENV) $(VENV)/bin/pytest -q tests/integration
+	@$(WITH_ENV) $(VENV)/bin/pytest -q --durations=10 --durations-min=5 tests/integration
 
 .PHONY: test
 test: unit itest ## Every test: unit tests, then integration tests
