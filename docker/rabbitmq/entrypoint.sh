@@ -42,5 +42,12 @@ apply_credentials() {
   touch /run/conveyor-credentials
   echo "conveyor: credentials for user $user applied"
 }
-apply_credentials &
-exec runuser -u rabbitmq -- /usr/lib/rabbitmq/bin/rabbitmq-server
+# Detached (the subshell exits at once): its parent becomes PID 1, tini, which reaps it;
+# runuser, which this script becomes, would leave it a zombie.
+( apply_credentials & )
+# setpriv execs rabbitmq-server in place, so SIGTERM from `docker stop` reaches its own
+# handler, which stops the node cleanly. runuser would stay in between and SIGKILL the
+# node 2 s after passing SIGTERM on. HOME as runuser sets it: the Erlang cookie that
+# rabbitmqctl (run through runuser above) uses lives there.
+exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
+  env HOME=/var/lib/rabbitmq USER=rabbitmq LOGNAME=rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server
