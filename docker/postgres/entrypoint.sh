@@ -33,9 +33,10 @@ ALTER ROLE :"role" WITH PASSWORD :'password';
 SQL
 runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 unset POSTGRES_PASSWORD
-# setpriv execs the server in place, so SIGTERM from `docker stop` reaches postgres itself.
-# runuser would stay in between, answer SIGTERM with "Session terminated, killing shell"
-# and SIGKILL the server 2 s later, in the middle of its shutdown checkpoint.
+# setpriv execs the server in place, so the stop signal from `docker stop` (SIGINT, see the
+# Dockerfile) reaches postgres itself. runuser would stay in between, answer with "Session
+# terminated, killing shell" and SIGKILL the server 2 s later, mid shutdown checkpoint.
 exec setpriv --reuid=postgres --regid=postgres --init-groups \
-  env HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres postgres -D "$PGDATA" -c listen_addresses='*' \
+  env HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres \
+  postgres -D "$PGDATA" -c listen_addresses='*' \
   -c shared_buffers=256MB -c max_connections=200 -c synchronous_commit=on

@@ -374,7 +374,7 @@ def test_s3_tables_are_named_and_every_rabbitmq_event_type_has_exactly_one() -> 
         ["conveyor.rabbitmq_order_placed"]
 
 
-def test_s3_bad_rows_land_whole_as_text_with_their_check() -> None:
+def test_s3_bad_rows_land_whole_as_text_through_kafka_smts_only() -> None:
     cfg = _profile("s3")["snowplow-bad-rows"].config
     assert cfg["value.converter"] == "org.apache.kafka.connect.storage.StringConverter"
     assert cfg["transforms.hoist.type"] == "org.apache.kafka.connect.transforms.HoistField$Value"
