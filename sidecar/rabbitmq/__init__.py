@@ -2,8 +2,8 @@
 
 Modules: ``settings`` (typed config), ``routing`` (rules -> topic, key), ``identity``
 (event_id), ``core`` (the pure decision for a batch), ``batching``, ``payloads`` (schema
-files), ``amqp`` (every pika call), ``bridge`` (the I/O loop), ``topics``, ``metrics``,
-``check`` and ``cli``. The dedup ledger is ``sidecar.common.ledger``, shared with the
+files), ``amqp`` (every pika call), ``bridge`` (the I/O loop), ``metrics``,
+``check`` and ``cli``. The dedup ledger is ``sidecar.exactly_once.ledger``, shared with the
 Snowplow collector.
 
 How exactly-once holds

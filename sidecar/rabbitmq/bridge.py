@@ -34,8 +34,8 @@ from confluent_kafka import KafkaError, KafkaException
 from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 from sidecar.common.envelope import now_ms
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
-from sidecar.common.kafka import TransactionalProducer
-from sidecar.common.ledger import DedupLedger, LedgerUnavailable
+from sidecar.exactly_once.producer import TransactionalProducer
+from sidecar.exactly_once.ledger import DedupLedger, LedgerUnavailable
 
 from .amqp import AmqpLost, AmqpSession
 from .batching import Batcher
@@ -43,7 +43,7 @@ from .core import Core, Delivery, Plan
 from .metrics import Metrics
 from .payloads import load_route_schemas
 from .settings import BridgeSettings, Secrets
-from .topics import TopicCreator
+from sidecar.exactly_once.topics import TopicCreator
 
 log = logging.getLogger(__name__)
 

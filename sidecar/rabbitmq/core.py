@@ -30,7 +30,7 @@ from typing import Any
 
 from sidecar.common.envelope import Envelope
 from sidecar.common.errors import ConfigError
-from sidecar.common.kafka import OutRecord
+from sidecar.exactly_once.producer import OutRecord
 
 from .identity import event_id_for
 from .payloads import PayloadSchema

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
-from sidecar.common.ledger import LedgerUnavailable
+from sidecar.exactly_once.ledger import LedgerUnavailable
 
 from .metrics import Metrics
 from .pipeline import Output

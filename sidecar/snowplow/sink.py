@@ -30,8 +30,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 from sidecar.common.envelope import now_ms
 from sidecar.common.errors import BridgeError
-from sidecar.common.kafka import OutRecord, TransactionalProducer
-from sidecar.common.ledger import DedupLedger, RecentIds
+from sidecar.exactly_once.producer import OutRecord, TransactionalProducer
+from sidecar.exactly_once.ledger import DedupLedger, RecentIds
 
 from .avro_schema import ENVELOPE_SCHEMA
 from .pipeline import Output

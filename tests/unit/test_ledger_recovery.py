@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from sidecar.common import ledger as ledger_module
-from sidecar.common.ledger import DedupLedger, LedgerUnavailable
+from sidecar.exactly_once import ledger as ledger_module
+from sidecar.exactly_once.ledger import DedupLedger, LedgerUnavailable
 
 UNKNOWN_PARTITION = KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
 

@@ -26,7 +26,7 @@ from snowplow_tracker import Tracker
 
 from sidecar.common.avro import AvroEncoder
 from sidecar.common.envelope import now_ms
-from sidecar.common.kafka import OutRecord, TransactionalProducer
+from sidecar.exactly_once.producer import OutRecord, TransactionalProducer
 from sidecar.rabbitmq.core import Core, Delivery
 from sidecar.rabbitmq.payloads import load_route_schemas
 from sidecar.rabbitmq.settings import settings_from_dict as rmq_settings

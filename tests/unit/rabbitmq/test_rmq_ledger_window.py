@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.common.ledger import RecentIds
+from sidecar.exactly_once.ledger import RecentIds
 
 
 def test_count_bound_evicts_oldest_first() -> None:

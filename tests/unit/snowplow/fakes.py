@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
-from sidecar.common.ledger import RecentIds
+from sidecar.exactly_once.ledger import RecentIds
 from sidecar.snowplow.pipeline import Output
 from sidecar.snowplow.sink import BatchResult, plan_batch
 

@@ -48,9 +48,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .envelope import now_ms
-from .errors import BridgeError
-from .kafka import OutRecord
+from sidecar.common.envelope import now_ms
+from sidecar.common.errors import BridgeError
+from .producer import OutRecord
 
 log = logging.getLogger(__name__)
 

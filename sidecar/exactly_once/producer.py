@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from .errors import FatalKafkaError, TransactionAborted
+from sidecar.common.errors import FatalKafkaError, TransactionAborted
 
 log = logging.getLogger(__name__)
 
