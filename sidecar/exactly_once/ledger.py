@@ -37,7 +37,6 @@ ids are unique, so compaction alone would keep every one forever.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import time
@@ -49,8 +48,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sidecar.common.envelope import now_ms
-from sidecar.common.errors import BridgeError
+from sidecar.common.errors import BridgeError, TransactionAborted
+
 from .producer import OutRecord
+from .topics import create_topics
 
 log = logging.getLogger(__name__)
 
@@ -164,17 +165,13 @@ class DedupLedger:
                          replication_factor=replication_factor,
                          config={"cleanup.policy": "compact,delete",
                                  "retention.ms": str(self._max_age_ms)})
-        future = admin.create_topics([topic], request_timeout=timeout)[self.topic]
         try:
-            future.result(timeout)
-            log.info("ledger.topic_created", extra={"topic": self.topic})
-        except concurrent.futures.TimeoutError as exc:  # no answer: Kafka is (re)starting
-            raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: no answer "
-                                    f"within {timeout:.0f}s") from exc
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: "
-                                        f"{exc.args[0].str()}") from exc
+            refused = create_topics(admin, [topic], timeout)
+        except TransactionAborted as exc:  # no answer: Kafka is (re)starting
+            raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: {exc}") from exc
+        if refused:
+            raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: "
+                                    f"{refused[self.topic]}")
 
     def start(self, timeout: float = 60.0) -> None:
         """Assign every partition at ``end - window_events`` and read to the end."""

@@ -1,32 +1,89 @@
-"""A transactional producer that commits whole batches, the way confluent-kafka documents it.
+"""A transactional producer that follows librdkafka's transactional contract literally.
 
 Callers hand over a batch of records and get back only when the batch is *committed*
 (visible to read_committed consumers) or learn why not:
 
-- ``TransactionAborted``: the transaction was aborted (abortable error, or the batch did
-  not make it); nothing of it is visible, so the caller rewinds its inputs (nack/requeue,
-  or answer 503) and may retry;
-- ``FatalKafkaError``: fenced or fatal; the caller stops and lets a restart take over.
+- ``RecordRejected`` (a ``TransactionAborted``): Kafka refused one record for good (too
+  large, invalid); nothing of the batch is visible, ``index`` says which record, so the
+  caller dead-letters that one input and commits the rest;
+- ``TransactionAborted``: the transaction was aborted (abortable error, or the outcome
+  could not be decided before the transaction timeout); nothing of it is visible, so the
+  caller keeps its inputs and tries again;
+- ``FatalKafkaError``: fenced by a newer owner of the ``transactional.id``, or a fatal
+  librdkafka error. This producer is done: the caller builds a new one (whose
+  ``init_transactions()`` fences this one and aborts what it left open) or stops.
 
-Retriable errors are retried here a bounded number of times before giving up as aborted.
+The contract (confluent-kafka's docs for every transactional call): a ``retriable()``
+error means *call the same method again*; ``txn_requires_abort()`` means abort, then begin
+anew; anything else is fatal. ``abort_transaction()`` is itself retried while retriable.
+The decision for each error is one pure function, ``decide``, that the unit tests drive
+with fake ``KafkaError`` values.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
 
 log = logging.getLogger(__name__)
 
-# librdkafka retries most things itself; these bound our own retries on top of that.
-TXN_CALL_RETRIES = 5
+# How long one call may block librdkafka before we look at the clock again.
 TXN_CALL_TIMEOUT_S = 30.0
+# A retriable error is retried until this much time has passed since the call started. For
+# commit_transaction() the deadline is the transaction timeout: past it the coordinator has
+# aborted the transaction itself, so the outcome is decided (aborted) and we say so.
+INIT_DEADLINE_S = 60.0
+RETRY_PAUSE_S = 0.1
 QUEUE_FULL_WAIT_S = 0.5
+
+# Errors that belong to one record, not to the connection or the transaction: the same
+# record would be refused again however often the batch is retried.
+RECORD_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_TIMESTAMP,
+    KafkaError.TOPIC_EXCEPTION,        # invalid topic name
+    KafkaError.POLICY_VIOLATION,
+    KafkaError._INVALID_ARG,
+    KafkaError._BAD_MSG,
+    getattr(KafkaError, "_MSG_SIZE_TOO_LARGE", KafkaError.MSG_SIZE_TOO_LARGE),
+})
+
+
+class RecordRejected(TransactionAborted):
+    """Kafka refused one record of the batch for good; the transaction was aborted."""
+
+    def __init__(self, index: int | None, reason: str) -> None:
+        where = "a record" if index is None else f"record {index}"
+        super().__init__(f"Kafka refused {where}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+class Step(enum.Enum):
+    RETRY = "retry"   # call the same method again
+    ABORT = "abort"   # abort the transaction; the batch may be tried again
+    FATAL = "fatal"   # this producer is done
+
+
+def decide(err: KafkaError) -> Step:
+    """librdkafka's contract, for an error raised by a transactional call."""
+    if err.fatal():
+        return Step.FATAL
+    if err.retriable():
+        return Step.RETRY
+    if err.txn_requires_abort():
+        return Step.ABORT
+    return Step.FATAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,22 +96,29 @@ class OutRecord:
     headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
 
 
-def _kafka_error(exc: KafkaException) -> KafkaError:
+def kafka_error(exc: KafkaException) -> KafkaError:
     err = exc.args[0] if exc.args else None
     if isinstance(err, KafkaError):
         return err
     return KafkaError(KafkaError._FAIL, str(exc))
 
 
+def _describe(what: str, err: KafkaError) -> str:
+    return f"{what}: {err.name()}: {err.str()}"
+
+
 class TransactionalProducer:
     """Owns one confluent-kafka Producer with a fixed ``transactional.id``.
 
-    The id must be stable per bridge instance and input (queue, collector replica) so that a
-    restarted instance fences its zombie predecessor: init_transactions() bumps the epoch
-    and aborts whatever the old one left open.
+    The id names what is owned (a queue, a collector replica), never the host, so whoever
+    takes the input over fences the previous owner: ``init_transactions()`` bumps the epoch
+    and aborts, or waits for, whatever the old one left open. ``producer`` may be given for
+    tests (any object with confluent-kafka's Producer methods).
     """
 
-    def __init__(self, config: dict[str, object], transactional_id: str) -> None:
+    def __init__(self, config: dict[str, object], transactional_id: str, *,
+                 producer: Any = None, clock: Callable[[], float] = time.monotonic,
+                 pause: Callable[[float], None] = time.sleep) -> None:
         conf = {
             "enable.idempotence": True,
             "acks": "all",
@@ -62,87 +126,157 @@ class TransactionalProducer:
             "transaction.timeout.ms": 60_000,
             **config,
             "transactional.id": transactional_id,
+            # Only failures reach the callback: the happy path costs no Python call.
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
         }
         self.transactional_id = transactional_id
-        self._producer = Producer(conf)
+        self._txn_timeout_s = float(conf["transaction.timeout.ms"]) / 1000  # type: ignore[arg-type]
+        self._producer = producer if producer is not None else Producer(conf)
+        self._clock, self._pause = clock, pause
         self._initialised = False
+        self._failed: list[tuple[str, bytes | None, bytes | None, KafkaError]] = []
+
+    # -- the API ----------------------------------------------------------------------
 
     def init(self) -> None:
         """init_transactions(), once: librdkafka refuses a second call on a ready producer,
-        so callers may retry their own start-up (topics, ledger) around it freely."""
+        so callers may retry their own start-up (topics, ledger) around it freely.
+        Raises TransactionAborted when Kafka does not answer in time (try again later)."""
         if self._initialised:
             return
-        self._call("init_transactions", self._producer.init_transactions, TXN_CALL_TIMEOUT_S)
+        self._call("init_transactions", self._producer.init_transactions, INIT_DEADLINE_S)
         self._initialised = True
 
-    def commit(self, records: Sequence[OutRecord],
-               guard: Callable[[], bool] | None = None) -> None:
-        """Produce ``records`` in one transaction and return once it is committed.
+    def commit(self, records: Sequence[OutRecord], *,
+               guard: Callable[[], bool] | None = None,
+               offsets: list[TopicPartition] | None = None,
+               group_metadata: object | None = None) -> None:
+        """Produce ``records`` (and commit ``offsets`` for ``group_metadata``, the
+        consume-transform-produce case) in one transaction; return once it is committed.
 
         ``guard`` is asked right before ``commit_transaction()``: when it answers False
-        (e.g. the input connection was lost, so the inputs will be redelivered elsewhere)
-        the transaction is aborted instead, narrowing the window for duplicates.
+        (the input connection was lost, so the inputs will be redelivered elsewhere) the
+        transaction is aborted instead, narrowing the window for duplicates.
         """
-        if not self._initialised:
-            self.init()
+        self.init()
+        self._failed.clear()
         try:
             self._producer.begin_transaction()
-            for rec in records:
-                self._produce(rec)
+        except KafkaException as exc:
+            # Only a state or fatal error can come from begin: either way, a new producer.
+            raise FatalKafkaError(_describe("begin_transaction", kafka_error(exc))) from exc
+        try:
+            for i, rec in enumerate(records):
+                self._produce(i, rec)
+            if offsets:
+                self._call("send_offsets_to_transaction",
+                           lambda t: self._producer.send_offsets_to_transaction(
+                               offsets, group_metadata, t), self._txn_timeout_s)
             if guard is not None and not guard():
                 raise TransactionAborted("aborted before commit: the input was lost")
-            self._call("commit_transaction", self._producer.commit_transaction, TXN_CALL_TIMEOUT_S)
-        except TransactionAborted:
-            self._abort()
+            self._call("commit_transaction", self._producer.commit_transaction,
+                       self._txn_timeout_s)
+        except FatalKafkaError:
             raise
-        except KafkaException as exc:
-            err = _kafka_error(exc)
-            if err.fatal():
-                raise FatalKafkaError(f"{err.name()}: {err.str()}") from exc
+        except TransactionAborted as exc:
             self._abort()
-            raise TransactionAborted(f"{err.name()}: {err.str()}") from exc
+            rejected = self._rejected(records)
+            if rejected is not None and not isinstance(exc, RecordRejected):
+                raise rejected from exc
+            raise
 
-    def _produce(self, rec: OutRecord) -> None:
+    def poll(self, timeout: float = 0.0) -> int:
+        return int(self._producer.poll(timeout))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _produce(self, index: int, rec: OutRecord) -> None:
         while True:
             try:
-                self._producer.produce(
-                    rec.topic, value=rec.value, key=rec.key, headers=list(rec.headers)
-                )
+                self._producer.produce(rec.topic, value=rec.value, key=rec.key,
+                                       headers=list(rec.headers))
                 return
             except BufferError:
                 # Local queue full: serve delivery reports until there is room again.
                 self._producer.poll(QUEUE_FULL_WAIT_S)
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if err.code() in RECORD_ERRORS:
+                    raise RecordRejected(index, _describe("produce", err)) from exc
+                if err.fatal() or err.code() == KafkaError._STATE:
+                    raise FatalKafkaError(_describe("produce", err)) from exc
+                raise TransactionAborted(_describe("produce", err)) from exc
+            except (TypeError, ValueError) as exc:  # a header or key librdkafka cannot take
+                raise RecordRejected(index, f"produce: {exc}") from exc
 
-    def _call(self, what: str, fn: Callable[[float], object], timeout: float) -> None:
-        for attempt in range(1, TXN_CALL_RETRIES + 1):
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        # librdkafka's callback: never raise here; remember, decide after the commit call.
+        if err is not None and err.code() in RECORD_ERRORS:
             try:
-                fn(timeout)
+                self._failed.append((msg.topic(), msg.key(), msg.value(), err))
+            except Exception:
+                self._failed.append(("", None, None, err))
+
+    def _rejected(self, records: Sequence[OutRecord]) -> RecordRejected | None:
+        """The record a delivery report blamed, found by content (reports carry no index)."""
+        if not self._failed:
+            return None
+        topic, key, value, err = self._failed[0]
+        for i, rec in enumerate(records):
+            if rec.topic == topic and rec.key == key and rec.value == value:
+                return RecordRejected(i, _describe("delivery", err))
+        return RecordRejected(None, _describe("delivery", err))
+
+    def _call(self, what: str, fn: Callable[[float], object], deadline_s: float) -> None:
+        """One transactional call under the contract: retry while retriable (until the
+        deadline), abort on txn_requires_abort, fatal otherwise."""
+        start = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            left = deadline_s - (self._clock() - start)
+            try:
+                fn(max(1.0, min(TXN_CALL_TIMEOUT_S, left)))
                 return
             except KafkaException as exc:
-                err = _kafka_error(exc)
-                if err.fatal():
-                    raise FatalKafkaError(f"{what}: {err.name()}: {err.str()}") from exc
-                if err.txn_requires_abort():
-                    raise TransactionAborted(f"{what}: {err.name()}: {err.str()}") from exc
-                if err.retriable() and attempt < TXN_CALL_RETRIES:
+                err = kafka_error(exc)
+                step = decide(err)
+                if step is Step.FATAL:
+                    raise FatalKafkaError(_describe(what, err)) from exc
+                if step is Step.ABORT:
+                    raise TransactionAborted(_describe(what, err)) from exc
+                if self._clock() - start >= deadline_s:
+                    raise TransactionAborted(
+                        f"{_describe(what, err)} (still retriable after {deadline_s:.0f}s)"
+                    ) from exc
+                if attempt in (1, 10) or attempt % 100 == 0:
                     log.warning("kafka.retry", extra={"call": what, "error": err.name(),
                                                       "attempt": attempt})
-                    continue
-                raise TransactionAborted(f"{what}: {err.name()}: {err.str()}") from exc
+                self._pause(RETRY_PAUSE_S)
 
     def _abort(self) -> None:
-        try:
-            self._producer.abort_transaction(TXN_CALL_TIMEOUT_S)
-        except KafkaException as exc:
-            err = _kafka_error(exc)
-            if err.fatal():
-                raise FatalKafkaError(f"abort_transaction: {err.name()}: {err.str()}") from exc
-            # No open transaction (abort before begin) or a retriable hiccup: the next
-            # begin_transaction() tells us if the producer is really unusable.
-            log.warning("kafka.abort_failed", extra={"error": err.name()})
-
-    def poll(self, timeout: float = 0.0) -> int:
-        return self._producer.poll(timeout)
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._producer.flush(timeout)
+        """abort_transaction(), retried while retriable; fatal otherwise. An abort with no
+        transaction open (failure before the first produce) is a state error: harmless."""
+        start = self._clock()
+        while True:
+            try:
+                self._producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if err.code() == KafkaError._STATE and not err.fatal():
+                    return
+                step = decide(err)
+                if step is Step.RETRY and self._clock() - start < self._txn_timeout_s:
+                    self._pause(RETRY_PAUSE_S)
+                    continue
+                if step is Step.RETRY:
+                    # The coordinator has aborted it by now (transaction timeout); the next
+                    # begin_transaction() tells whether this producer can go on.
+                    log.warning("kafka.abort_undecided", extra={"error": err.name()})
+                    return
+                raise FatalKafkaError(_describe("abort_transaction", err)) from exc

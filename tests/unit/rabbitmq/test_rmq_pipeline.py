@@ -12,8 +12,8 @@ import pytest
 from rmq_helpers import delivery, make_settings
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
-from sidecar.exactly_once.producer import OutRecord
 from sidecar.exactly_once.ledger import RecentIds
+from sidecar.exactly_once.producer import OutRecord
 from sidecar.rabbitmq.bridge import QueuePipeline
 from sidecar.rabbitmq.metrics import Metrics
 from sidecar.rabbitmq.settings import Secrets
