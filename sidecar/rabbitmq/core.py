@@ -7,12 +7,20 @@ result says what to produce and how to count it. The I/O shell (``bridge.py``) o
 Per delivery the decision is, in order:
 
 - over ``max_message_bytes``  -> dead letter ``oversize``
+- JSON nested deeper than ``max_json_depth`` -> dead letter ``undecodable`` (checked before
+  parsing: json's recursion would otherwise end the process)
 - body not JSON                -> dead letter ``undecodable``
 - already committed (ledger) or earlier in this batch -> duplicate: acked, not produced
 - no route (or its topic template cannot be rendered for it) -> dead letter ``no_route``
 - payload fails the route's schema -> dead letter ``schema``
 - encoded record over ``max_record_bytes`` -> dead letter ``oversize``
+- its topic refused by Kafka, or the record refused by Kafka -> dead letter ``kafka_rejected``
+- anything else going wrong for this one delivery -> dead letter ``internal`` with the error
 - else                         -> the routed record
+
+``prepare`` and ``plan`` never raise for anything a delivery holds (body, properties,
+headers of any type or depth): one message can never stop a queue. A property test over
+arbitrary deliveries holds them to that.
 
 Dead letters carry the original body and headers plus ``conveyor.dlq.reason`` and
 ``conveyor.dlq.detail``; every produced event_id (routed or dead-lettered) is recorded in the
@@ -32,7 +40,7 @@ from sidecar.common.envelope import Envelope
 from sidecar.common.errors import ConfigError
 from sidecar.exactly_once.producer import OutRecord
 
-from .identity import event_id_for
+from .identity import delivery_hash, event_id_for
 from .payloads import PayloadSchema
 from .routing import RouteError, Router, RoutingInput, lookup_path, partition_key
 from .settings import BridgeSettings, Route
@@ -41,7 +49,11 @@ UNDECODABLE = "undecodable"
 SCHEMA = "schema"
 NO_ROUTE = "no_route"
 OVERSIZE = "oversize"
-DLQ_REASONS = (UNDECODABLE, SCHEMA, NO_ROUTE, OVERSIZE)
+KAFKA_REJECTED = "kafka_rejected"
+INTERNAL = "internal"
+DLQ_REASONS = (UNDECODABLE, SCHEMA, NO_ROUTE, OVERSIZE, KAFKA_REJECTED, INTERNAL)
+# Dead-letter details are cut to this many characters (they travel as a header).
+DETAIL_CHARS = 500
 
 # Room kept for headers when a dead letter's body must be cut to fit.
 DLQ_HEADER_ROOM = 16 * 1024
@@ -88,6 +100,8 @@ class Plan:
     duplicates: int
     routed: int
     dead_letters: dict[str, int]
+    # event_id behind each of ``records``, in order (to name the input Kafka refused).
+    record_ids: list[str] = field(default_factory=list)
 
 
 class Core:
@@ -108,43 +122,74 @@ class Core:
     # -- step 1: decode and identify ------------------------------------------------------
 
     def prepare(self, d: Delivery) -> Prepared:
+        """Decode and identify one delivery; never raises."""
+        try:
+            return self._prepare(d)
+        except Exception as exc:  # whatever it is, it is this message's
+            return Prepared(d, fallback_event_id(d), _UNDECODED, (INTERNAL, describe(exc)))
+
+    def _prepare(self, d: Delivery) -> Prepared:
         problem: tuple[str, str] | None = None
         payload: Any = _UNDECODED
         if len(d.body) > self._s.max_message_bytes:
             problem = (OVERSIZE, f"body is {len(d.body)} bytes, limit "
                                  f"max_message_bytes={self._s.max_message_bytes}")
+        elif nested_deeper_than(d.body, self._s.max_json_depth):
+            problem = (UNDECODABLE, f"JSON nested deeper than "
+                                    f"max_json_depth={self._s.max_json_depth}")
         else:
             try:
                 # Strict: UTF-8 only (json.loads would also guess UTF-16/32 from bytes) and no
                 # NaN/Infinity, so the body is valid JSON text as it is (see _encode).
                 payload = _STRICT_JSON.decode(d.body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
                 problem = (UNDECODABLE, f"body is not UTF-8 JSON: {exc}"[:300])
-        event_id = event_id_for(
-            message_id=d.properties.get("message_id"),
-            payload=None if payload is _UNDECODED else payload,
-            payload_field=self._s.event_id.payload_field,
-            exchange=d.exchange, routing_key=d.routing_key, body=d.body,
-            properties=d.properties, headers=d.headers,
-        )
+        try:
+            event_id = event_id_for(
+                message_id=d.properties.get("message_id"),
+                payload=None if payload is _UNDECODED else payload,
+                payload_field=self._s.event_id.payload_field,
+                exchange=d.exchange, routing_key=d.routing_key, body=d.body,
+                properties=d.properties, headers=d.headers,
+            )
+        except Exception as exc:  # odd property or header types
+            event_id = fallback_event_id(d)
+            if problem is None:
+                problem = (INTERNAL, f"cannot derive event_id: {describe(exc)}")
+        if not event_id.isascii():
+            # Keys and headers are UTF-8: a lone surrogate in a message_id would not encode.
+            event_id = event_id.encode("utf-8", "replace").decode("utf-8")
         return Prepared(d, event_id, payload, problem)
 
     # -- step 2: decide and build ---------------------------------------------------------
 
-    def plan(self, batch: Sequence[Prepared], seen: Iterable[str], accepted_at_ms: int) -> Plan:
-        """Records for the fresh deliveries of ``batch``; ``seen`` are already committed."""
+    def plan(self, batch: Sequence[Prepared], seen: Iterable[str], accepted_at_ms: int,
+             forced: Mapping[str, tuple[str, str]] | None = None) -> Plan:
+        """Records for the fresh deliveries of ``batch``; ``seen`` are already committed.
+        ``forced`` (event_id -> reason, detail) are dead-lettered whatever they hold: what
+        Kafka refused in an earlier try of this batch. Never raises."""
         fresh, duplicates = split_duplicates(batch, seen)
         records: list[OutRecord] = []
         dead: dict[str, int] = {}
         routed = 0
+        forced = forced or {}
         for p in fresh:
-            rec, reason = self.build(p, accepted_at_ms)
+            problem = forced.get(p.event_id)
+            if problem is not None:
+                rec, reason = self.safe_dead_letter(p, *problem, accepted_at_ms), problem[0]
+            else:
+                try:
+                    rec, reason = self.build(p, accepted_at_ms)
+                except Exception as exc:  # this message's fault, not the batch's
+                    rec, reason = (self.safe_dead_letter(p, INTERNAL, describe(exc),
+                                                         accepted_at_ms), INTERNAL)
             records.append(rec)
             if reason is None:
                 routed += 1
             else:
                 dead[reason] = dead.get(reason, 0) + 1
-        return Plan(records, [p.event_id for p in fresh], len(duplicates), routed, dead)
+        return Plan(records, [p.event_id for p in fresh], len(duplicates), routed, dead,
+                    [p.event_id for p in fresh])
 
     def build(self, p: Prepared, accepted_at_ms: int) -> tuple[OutRecord, str | None]:
         """The routed record, or a dead letter and its reason."""
@@ -178,7 +223,7 @@ class Core:
         try:
             value = self._encode(route, target.topic, envelope, d.body)
         except EncodeError as exc:
-            return self.dead_letter(p, SCHEMA, str(exc)[:500], accepted_at_ms), SCHEMA
+            return self.dead_letter(p, SCHEMA, str(exc)[:DETAIL_CHARS], accepted_at_ms), SCHEMA
         key = partition_key(route.key, event_id=p.event_id, routing_key=d.routing_key,
                             headers=d.headers, payload=p.payload)
         headers = [*conveyor_headers(p.event_id, target.event_type, self._source,
@@ -203,15 +248,24 @@ class Core:
         except (ValueError, TypeError) as exc:
             raise EncodeError(f"avro encoding failed: {exc}") from exc
 
+    def safe_dead_letter(self, p: Prepared, reason: str, detail: str,
+                         accepted_at_ms: int) -> OutRecord:
+        """A dead letter even when the delivery's headers cannot be rendered."""
+        try:
+            return self.dead_letter(p, reason, detail, accepted_at_ms)
+        except Exception as exc:
+            return self.dead_letter(p, reason, f"{detail}; headers dropped: {describe(exc)}",
+                                    accepted_at_ms, keep_headers=False)
+
     def dead_letter(self, p: Prepared, reason: str, detail: str,
-                    accepted_at_ms: int) -> OutRecord:
+                    accepted_at_ms: int, keep_headers: bool = True) -> OutRecord:
         d = p.delivery
         body = d.body
         headers = [
             *conveyor_headers(p.event_id, None, self._source, accepted_at_ms),
             ("conveyor.dlq.reason", reason.encode()),
-            ("conveyor.dlq.detail", detail.encode()),
-            *amqp_headers(d),
+            ("conveyor.dlq.detail", detail[:DETAIL_CHARS].encode("utf-8", "replace")),
+            *(amqp_headers(d) if keep_headers else ()),
         ]
         room = self._s.dead_letter.max_record_bytes - DLQ_HEADER_ROOM
         if len(body) > room:
@@ -227,6 +281,43 @@ def _reject_constant(name: str) -> Any:
 
 # One decoder for all messages: json.loads with any option builds a new one per call.
 _STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+# A JSON string (escapes included) or one bracket: strings may hold brackets that count not.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def nested_deeper_than(body: bytes, limit: int) -> bool:
+    """True when ``body``, read as JSON, opens more than ``limit`` arrays/objects at once.
+
+    The common case costs two C-speed counts: a body with no more opening brackets than
+    the limit cannot be nested deeper. Only then are strings skipped, token by token."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for m in _JSON_TOKEN.finditer(body):
+        tok = m.group()
+        if tok == b"[" or tok == b"{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif tok == b"]" or tok == b"}":
+            depth -= 1
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming an unexpected error, for a dead letter's detail."""
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose str() fails
+        text = ""
+    return f"{type(exc).__name__}: {text}"[:DETAIL_CHARS]
+
+
+def fallback_event_id(d: Delivery) -> str:
+    """An event_id from the body and routing alone, for a delivery whose properties or
+    headers cannot be hashed: the same redelivery still gets the same id."""
+    return delivery_hash(exchange=d.exchange, routing_key=d.routing_key, body=d.body,
+                         properties={}, headers={})
 
 
 def split_duplicates(batch: Sequence[Prepared],
@@ -279,10 +370,14 @@ def header_bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode()
+        return value.encode("utf-8", "surrogatepass")
     if type(value) is int:  # delivery_mode, priority, timestamp: the common case, cheaply
         return str(value).encode()
-    return json.dumps(value, default=str, separators=(",", ":")).encode()
+    try:
+        return json.dumps(value, default=str, separators=(",", ":")).encode(
+            "utf-8", "surrogatepass")
+    except (ValueError, TypeError, RecursionError):  # nested past recursion, odd keys
+        return b"<unrenderable " + type(value).__name__.encode() + b">"
 
 
 def occurred_at_ms(source: str, d: Delivery, payload: Any) -> int | None:

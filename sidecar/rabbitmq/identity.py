@@ -47,7 +47,9 @@ MAX_ID_LEN = 255
 def event_id_for(*, message_id: str | None, payload: Any, payload_field: str | None,
                  exchange: str, routing_key: str, body: bytes,
                  properties: Mapping[str, Any], headers: Mapping[str, Any] | None) -> str:
-    if message_id:
+    if isinstance(message_id, bytes):  # pika hands over a short string it cannot decode
+        message_id = message_id.decode("utf-8", "replace")
+    if isinstance(message_id, str) and message_id:
         return message_id[:MAX_ID_LEN]
     if payload_field and payload is not None:
         value = lookup_path(payload, payload_field)

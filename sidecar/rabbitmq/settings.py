@@ -202,6 +202,9 @@ class BridgeSettings(FileSettings):
     default_route: Route | None = None
     # Bodies larger than this are dead-lettered as "oversize" before decoding.
     max_message_bytes: int = Field(default=900_000, ge=1)
+    # Bodies whose JSON opens more arrays/objects at once than this are dead-lettered as
+    # "undecodable" before parsing (an event nested 64 deep is a bug or an attack).
+    max_json_depth: int = Field(default=64, ge=1, le=500)
     # Routed records (envelope + key + headers) larger than this are dead-lettered as
     # "oversize"; keep it at or below the topics' max.message.bytes.
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
