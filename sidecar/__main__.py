@@ -16,6 +16,7 @@ from sidecar.common.ops import OpsServer
 BRIDGES = {
     "rabbitmq": "sidecar.rabbitmq.cli",
     "snowplow": "sidecar.snowplow.cli",
+    "snowplow-enrich": "sidecar.snowplow.enrich.cli",
 }
 
 
@@ -40,6 +41,7 @@ def main() -> None:
     Examples:
       conveyor-bridge rabbitmq --config rabbitmq.yaml     drain RabbitMQ queues
       conveyor-bridge snowplow --config snowplow.yaml     run the Snowplow collector
+      conveyor-bridge snowplow-enrich --config snowplow.yaml   enrich what it collected
       conveyor-bridge stub --port 9000                    health endpoint only
     """
 

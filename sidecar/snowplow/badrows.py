@@ -1,9 +1,9 @@
 """Bad rows: what the collector writes for anything it cannot accept as a good event.
 
-A bad row is a self-describing JSON, ``iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0``
+A bad row is a self-describing JSON, ``iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-1``
 (the schema ships in the bundled Iglu repository and documents every field)::
 
-    {"schema": "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0",
+    {"schema": "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-1",
      "data": {
        "bad_row_id": "<uuid>",            # key of the Kafka record
        "check": "size" | "protocol" | "schema",
@@ -33,7 +33,12 @@ Checks, in the order the collector runs them:
   ``e``), ``base64`` (``ue_px``/``cx``), ``embedded_json`` (``ue_pr``/``co``/decoded
   base64 not JSON);
 - ``schema``: ``invalid_schema_key``, ``schema_not_found``, ``invalid_schema``,
-  ``schema_violation``.
+  ``schema_violation``;
+- and from enrich (1-0-1): ``protocol/raw_format`` (a raw record it cannot read),
+  ``protocol/unprocessable`` (an unexpected failure while enriching the request, named in
+  the message: a bug to fix, after which the row can be replayed), and
+  ``size/rejected_by_kafka`` (Kafka refused the good event, e.g. over the topic's
+  ``max.message.bytes``).
 """
 
 from __future__ import annotations
@@ -48,8 +53,13 @@ from sidecar.common.envelope import iso_ms
 from . import codec
 from .iglu import Violation
 
-BAD_ROW_SCHEMA = "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0"
+BAD_ROW_SCHEMA = "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-1"
 CHECKS = ("size", "protocol", "schema")
+# A bad row is never larger than this, whatever the original: text of control characters
+# grows sixfold as JSON escapes and base64 by a third, so the original is cut further until
+# the row fits (below Kafka's default 1 MB record limit, with room for headers).
+MAX_BAD_ROW_BYTES = 900_000
+MAX_VIOLATIONS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,7 @@ class BadRow:
                 "check": self.check,
                 "reason": self.reason,
                 "message": self.message[:2000],
-                "violations": [v.to_dict() for v in self.violations],
+                "violations": [v.to_dict() for v in self.violations[:MAX_VIOLATIONS]],
                 "event_id": self.event_id,
                 "event_index": self.event_index,
                 "received_at": iso_ms(self.received_at_ms),
@@ -116,8 +126,15 @@ class BadRow:
             },
         }
 
-    def to_json(self, max_original_bytes: int) -> bytes:
-        return codec.dumps(self.to_dict(max_original_bytes))
+    def to_json(self, max_original_bytes: int, max_bytes: int = MAX_BAD_ROW_BYTES) -> bytes:
+        """The row as JSON, at most ``max_bytes``: the original is cut until it fits."""
+        limit = max_original_bytes
+        while True:
+            out = codec.dumps(self.to_dict(limit))
+            if len(out) <= max_bytes or limit == 0:
+                return out
+            # Scale by how far over we are, and at least halve: a few rounds at most.
+            limit = min(limit // 2, int(limit * max_bytes / len(out)))
 
     @property
     def key(self) -> str:

@@ -27,23 +27,22 @@ class Exit(IntEnum):
 
 log = logging.getLogger("sidecar.snowplow")
 
-HELP = f"""Run a Snowplow collector that answers 200 only once events are in Kafka.
+HELP = f"""Run a Snowplow collector that answers 200 only once requests are in Kafka.
 
 \b
 Speaks the collector protocol to unmodified Snowplow trackers:
   GET  /i, /ice.png                         one event in the querystring (pixel)
   POST /com.snowplowanalytics.snowplow/tp2  a payload_data batch (JSON, gzip ok)
+  GET  /r/tp2?u=URL                         click redirect (http.redirect_domains)
   OPTIONS *                                 CORS preflight (echoes Origin)
   GET  /health  /sink-health  /metrics  /robots.txt
-Every event is validated (tracker protocol, then Iglu schemas for the
-self-describing event and each context entity) and lands in the Conveyor
-envelope on the topic its route names (first matching rule on kind, schema
-or app_id; else topics.default). Anything that fails becomes a bad row on
-topics.bad naming the failed check (size, protocol, schema) with the
-original bytes. The events of concurrent requests share one Kafka
-transaction (group commit); the response waits for the commit: 200 when
-durable, 503 when Kafka cannot take them (trackers retry). Tracker retries
-are recognised by event id (dedup ledger) and not written twice.
+Each request is written, unparsed, as one raw record to raw.topic (a POST
+larger than one record is split along event boundaries) and answered 200
+once that record is committed, 503 only when Kafka cannot take it
+(trackers retry). The requests of concurrent clients share one Kafka
+transaction (group commit); a record Kafka refuses fails only its own
+request. Parsing, Iglu validation, dedup and routing happen in
+`conveyor-bridge snowplow-enrich`, which reads the same config file.
 
 \b
 Examples:
@@ -80,46 +79,50 @@ def main(config_path: Path, check: bool) -> None:
 
 
 def run_check(settings, echo: Callable[[str], None]) -> Exit:
-    from .iglu import Resolver
-    from .sink import KafkaSink
+    from .sink import RawSink
 
-    resolver = Resolver(settings.iglu_repositories, bundled=settings.iglu.bundled)
-    keys = list(resolver.iter_keys())
-    problems = resolver.check_all()
-    echo(f"config: ok ({len(settings.topics.routes)} route(s), default topic "
-         f"{settings.topics.default}, bad rows to {settings.topics.bad})")
-    echo(f"iglu: {len(keys) - len(problems)}/{len(keys)} schema(s) compile, from "
-         f"{', '.join(str(r) for r in resolver.repositories)}")
-    for uri, problem in problems.items():
-        echo(f"  FAIL {uri}: {problem}")
-    if problems:
-        return Exit.CONFIG
+    code = check_config(settings, echo)
+    if code is not Exit.OK:
+        return code
     try:
-        info = KafkaSink(settings).check()
+        info = RawSink(settings).check()
     except Exception as exc:
         echo(f"kafka: FAIL {settings.kafka.bootstrap_servers}: {exc}")
         return Exit.CHECK_FAILED
     echo(f"kafka: ok, {info['brokers']} broker(s) at {settings.kafka.bootstrap_servers}")
-    if settings.topics.uses_avro:
-        from sidecar.common.avro import AvroEncoder, RegistryUnavailable
-
-        try:
-            AvroEncoder(settings.schema_registry.url).check()
-        except RegistryUnavailable as exc:
-            echo(f"schema registry: FAIL {exc}")
-            return Exit.CHECK_FAILED
-        echo(f"schema registry: ok at {settings.schema_registry.url}")
-    for topic, exists in info["topics"].items():
-        state = "exists" if exists else ("will be created" if settings.kafka.create_topics
-                                         else "MISSING")
-        echo(f"  topic {topic}: {state}")
-    if not settings.kafka.create_topics and not all(info["topics"].values()):
+    if not echo_topics(settings, info["topics"], echo):
         return Exit.CHECK_FAILED
     n = settings.commit.parallel_transactions
     ids = [settings.transactional_id] if n == 1 else [
         f"{settings.transactional_id}-{i}" for i in range(n)]
     echo(f"transactional.id: {', '.join(ids)}")
     return Exit.OK
+
+
+def check_config(settings, echo: Callable[[str], None]) -> Exit:
+    """The checks that need no network: the config and every Iglu schema (one file serves
+    collector and enrich, so both commands check both)."""
+    from .iglu import Resolver
+
+    resolver = Resolver(settings.iglu_repositories, bundled=settings.iglu.bundled)
+    keys = list(resolver.iter_keys())
+    problems = resolver.check_all()
+    echo(f"config: ok ({len(settings.topics.routes)} route(s), raw records to "
+         f"{settings.raw.topic}, default topic {settings.topics.default}, bad rows to "
+         f"{settings.topics.bad})")
+    echo(f"iglu: {len(keys) - len(problems)}/{len(keys)} schema(s) compile, from "
+         f"{', '.join(str(r) for r in resolver.repositories)}")
+    for uri, problem in problems.items():
+        echo(f"  FAIL {uri}: {problem}")
+    return Exit.CONFIG if problems else Exit.OK
+
+
+def echo_topics(settings, topics: dict[str, bool], echo: Callable[[str], None]) -> bool:
+    for topic, exists in topics.items():
+        state = "exists" if exists else ("will be created" if settings.kafka.create_topics
+                                         else "MISSING")
+        echo(f"  topic {topic}: {state}")
+    return settings.kafka.create_topics or all(topics.values())
 
 
 def _run(settings) -> Exit:

@@ -3,6 +3,11 @@
 A JSON body may carry ``"\\ud800"``: a lone surrogate, valid JSON but not encodable as
 UTF-8. Such text must become a bad row, never a 500, so ``dumps`` falls back to ASCII
 escapes (which keep the original exactly) and ``envelope_json`` reports it.
+
+Work per document is bounded: ``loads`` refuses JSON nested deeper than ``MAX_DEPTH`` (a
+2 KB body of brackets made the standard parser raise ``RecursionError``, which escaped
+every handler as a 500), so whatever is parsed can also be validated and serialised again
+without deep recursion anywhere.
 """
 
 from __future__ import annotations
@@ -15,15 +20,50 @@ import orjson
 from sidecar.common.envelope import Envelope, iso_ms
 
 JSONDecodeError = json.JSONDecodeError
+# Deeper than any tracker payload (Snowplow's own events nest a handful of levels), far
+# below orjson's 1024 and Python's recursion limit, which jsonschema and json.dumps reach.
+MAX_DEPTH = 64
 
 
 def loads(data: bytes | str) -> Any:
     """orjson, and the standard parser for what it refuses but JSON allows (integers past
     64 bits, lone surrogates): such input is valid JSON, and is judged per event later."""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise _too_deep(data) from None
+        try:
+            doc = json.loads(data)
+        except RecursionError:
+            raise _too_deep(data) from None
+    if isinstance(doc, dict | list) and depth(doc) > MAX_DEPTH:
+        raise _too_deep(data)
+    return doc
+
+
+def depth(doc: Any) -> int:
+    """Nesting depth of a parsed document, without recursion (1 for ``[]`` or ``{}``)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if deepest > MAX_DEPTH:
+                return deepest
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list) and child:
+                stack.append((child, d + 1))
+            elif isinstance(child, dict | list) and d + 1 > deepest:
+                deepest = d + 1
+    return deepest
+
+
+def _too_deep(data: bytes | str) -> JSONDecodeError:
+    text = data if isinstance(data, str) else data[:100].decode("utf-8", "replace")
+    return JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", text[:100], 0)
 
 
 def dumps(obj: Any) -> bytes:

@@ -6,13 +6,14 @@ and hands the batch to the sink on one dedicated thread (librdkafka calls block)
 that arrive while a transaction commits form the next batch, so the batch size follows the
 load: one transaction per request when idle, hundreds of events per transaction when busy.
 Only when the commit returned does each request's future resolve, and only then does the
-request answer 200. A failed batch fails every request in it (503; trackers retry, and the
-dedup makes a retry of an event that did land a no-op).
+request answer 200. A record Kafka refuses for good (``RecordRejected``) fails only the
+request it belongs to, and the rest of the batch is committed without it; a batch that
+Kafka cannot take at all (down, aborted) fails its requests with 503, and trackers retry.
 
 Up to ``commit.parallel_transactions`` batches are in flight at once, each on its own
-producer ("slot") and thread. Dedup stays exact: a request carrying an event id that is
-already in a batch in flight (a tracker retry racing its original) waits until that batch
-is decided, and then sees its outcome in the window.
+producer ("slot") and thread. Outputs that carry a dedup id (none do in the collector,
+whose raw records are deduplicated downstream by enrich) keep a retry that races its
+original out of the other slot until the original's batch is decided.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
 from sidecar.exactly_once.ledger import LedgerUnavailable
+from sidecar.exactly_once.producer import RecordRejected
 
 from .metrics import Metrics
 from .pipeline import Output
@@ -210,7 +212,7 @@ class GroupCommitter:
         executor = self._executors[slot]
         started = self._clock()
         try:
-            result = await loop.run_in_executor(executor, self.sink.commit, outputs, slot)
+            batch, outputs, result = await self._commit_isolating(batch, slot)
         except (TransactionAborted, SinkUnavailable, LedgerUnavailable) as exc:
             self._failed(live, "aborted", exc, len(outputs))
             return
@@ -235,6 +237,48 @@ class GroupCommitter:
         self.metrics.batch_events.observe(len(outputs))
         self.metrics.batch_requests.observe(len(batch))
         self.metrics.sink_healthy.set(1)
+        self._succeeded(batch, outputs, result)
+
+    async def _commit_isolating(self, batch: list[_Pending], slot: int
+                                ) -> tuple[list[_Pending], list[Output], BatchResult]:
+        """Commit the batch; a record Kafka refuses for good fails only its own request.
+
+        The rest of the batch is committed again without it (one failure domain per
+        request: a poison request must not turn into 503s for everyone sharing its
+        transaction). When Kafka does not say which record it refused, every request of
+        the batch is committed on its own, so only the guilty one fails.
+        """
+        loop = asyncio.get_running_loop()
+        executor = self._executors[slot]
+        singles: list[_Pending] = []
+        while True:
+            outputs = [o for p in batch for o in p.outputs]
+            try:
+                if not outputs:
+                    result = BatchResult(frozenset(), 0)
+                else:
+                    result = await loop.run_in_executor(executor, self.sink.commit,
+                                                        outputs, slot)
+            except RecordRejected as exc:
+                guilty = _owner(batch, exc.index)
+                if guilty is None and len(batch) > 1:
+                    singles.extend(batch[1:])   # cannot tell: one request per transaction
+                    batch = batch[:1]
+                    continue
+                culprit = guilty if guilty is not None else batch[0]
+                self._failed([culprit], "rejected", exc, len(culprit.outputs))
+                batch = [p for p in batch if p is not culprit]
+                if not batch and singles:
+                    batch = [singles.pop(0)]
+                continue
+            if not singles:
+                return batch, outputs, result
+            # Isolating request by request: answer this one, then the next.
+            self._succeeded(batch, outputs, result)
+            batch = [singles.pop(0)]
+
+    def _succeeded(self, batch: list[_Pending], outputs: list[Output],
+                   result: BatchResult) -> None:
         self._count(outputs, result)
         i = 0
         for p in batch:
@@ -242,10 +286,10 @@ class GroupCommitter:
             for o in p.outputs:
                 if i in result.duplicates:
                     dups += 1
-                elif o.outcome == "good":
-                    good += 1
-                else:
+                elif o.outcome == "bad":
                     bad += 1
+                else:
+                    good += 1
                 i += 1
             if not p.future.done():
                 p.future.set_result(Committed(good, bad, dups))
@@ -255,11 +299,10 @@ class GroupCommitter:
         for i, o in enumerate(outputs):
             if i in result.duplicates:
                 m.events.labels("duplicate").inc()
-            elif o.outcome == "good":
-                m.events.labels("good").inc()
             else:
-                m.events.labels("bad").inc()
-                m.bad_rows.labels(o.check or "", o.reason or "").inc()
+                m.events.labels(o.outcome).inc()
+                if o.outcome == "bad":
+                    m.bad_rows.labels(o.check or "", o.reason or "").inc()
 
     def _failed(self, live: list[_Pending], reason: str, exc: BaseException, n: int) -> None:
         self.last_failure_at = self._clock()
@@ -271,6 +314,17 @@ class GroupCommitter:
         for p in live:
             if not p.future.done():
                 p.future.set_exception(SinkUnavailable(f"{reason}: {exc}"))
+
+
+def _owner(batch: list[_Pending], index: int | None) -> _Pending | None:
+    """The request whose outputs hold record ``index`` of the batch."""
+    if index is None:
+        return None
+    for p in batch:
+        if index < len(p.outputs):
+            return p
+        index -= len(p.outputs)
+    return None
 
 
 def _swallow(fut: asyncio.Future[Any]) -> None:

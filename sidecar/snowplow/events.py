@@ -11,6 +11,7 @@ all of them pass; a half-valid event is not written.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -127,10 +128,13 @@ class TrackerEvent:
         p = self.params
 
         def num(name: str) -> float | None:
+            # Not a finite number (e.g. se_va=1e999999, which float() makes Infinity): no
+            # value; the parameter as sent stays in ``params``.
             try:
-                return float(p[name]) if p.get(name) else None
+                value = float(p[name]) if p.get(name) else None
             except ValueError:
                 return None
+            return value if value is not None and math.isfinite(value) else None
 
         raw = {k: v for k, v in p.items() if k not in ("ue_px", "ue_pr", "cx", "co")}
         return {

@@ -24,6 +24,7 @@ from .identity import CookieConfig, Identity, client_ip, is_anonymous, resolve_i
 from .iglu import Resolver, Violation
 from .protocol import (
     PIXEL_PATHS,
+    REDIRECT_PATH,
     TP2_PATH,
     BodyTooLarge,
     ProtocolError,
@@ -44,6 +45,8 @@ _UUID_RE = re.compile(
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_body_bytes: int = 1_048_576
+    # A compressed body may inflate to this much (a gzip bomb stops here, a size bad row).
+    max_inflated_bytes: int = 16 * 1_048_576
     # Kafka's default max message is ~1 MB; an envelope above this becomes a size bad row.
     max_event_bytes: int = 900_000
     # How much of the original a bad row keeps; the rest is counted, not stored.
@@ -63,6 +66,11 @@ class RawRequest:
     remote: str | None = None
     body_size: int | None = None  # full size when ``body`` is only a sample
     body_too_large: bool = False
+    # Set when the collector already resolved identity and IP (enrich reads them from the
+    # raw record): no cookie is read or set again, and ``remote`` is the client's IP.
+    network_userid: str | None = None
+    # With ``body_too_large``: the body is this one event of a split batch, too large alone.
+    event_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +121,16 @@ class CollectorCore:
 
     def process(self, req: RawRequest) -> Processed:
         headers = req.headers
-        pixel = req.path in PIXEL_PATHS
+        pixel = req.path in PIXEL_PATHS or req.path == REDIRECT_PATH
         try:
             query = parse_querystring(req.query_string)
             query_error: ProtocolError | None = None
         except ProtocolError as exc:
             query, query_error = {}, exc
-        identity = resolve_identity(query, headers, self.cookie, req.received_at_ms)
+        if req.network_userid is not None:
+            identity = Identity(req.network_userid, "collector")
+        else:
+            identity = resolve_identity(query, headers, self.cookie, req.received_at_ms)
         anonymous = is_anonymous(headers)
         ctx = RequestContext(
             collector_tstamp_ms=req.received_at_ms,
@@ -159,6 +170,13 @@ class CollectorCore:
             raw_events = [RawEvent(-1, query, original)]
         elif req.path == TP2_PATH:
             body = req.body or b""
+            if req.body_too_large and req.event_index is not None:
+                row = BadRow("size", "event_too_large",
+                             f"event {req.event_index} of a split batch is {info.body_size} "
+                             f"bytes, over the {self.limits.max_body_bytes}-byte limit alone",
+                             body, info, req.received_at_ms, self.collector,
+                             event_index=req.event_index, original_size=info.body_size)
+                return Processed([self._bad_output(row)], identity, pixel)
             if req.body_too_large:
                 return whole("size", "request_too_large",
                              f"body of {info.body_size} bytes is over the "
@@ -169,7 +187,7 @@ class CollectorCore:
                     raise query_error
                 check_media_type(headers.get("content-type"))
                 plain = decompress(body, headers.get("content-encoding"),
-                                   self.limits.max_body_bytes)
+                                   self.limits.max_inflated_bytes)
                 raw_events = merge_query(parse_tp2(plain, self.resolver), query)
             except BodyTooLarge as exc:
                 return whole("size", "request_too_large", str(exc), body)

@@ -19,13 +19,16 @@ import gzip
 import zlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from . import codec
 from .iglu import IgluError, Resolver, SchemaKey, Violation
 
 TP2_PATH = "/com.snowplowanalytics.snowplow/tp2"
 PIXEL_PATHS = ("/i", "/ice.png")
+# A click redirect: the event rides in the querystring like a pixel's, plus ``u``, the URL
+# the collector redirects to (only to hosts on the allow-list: no open redirector).
+REDIRECT_PATH = "/r/tp2"
 PAYLOAD_DATA_VENDOR = "com.snowplowanalytics.snowplow"
 PAYLOAD_DATA_NAME = "payload_data"
 
@@ -91,6 +94,32 @@ def parse_querystring(query: str) -> dict[str, str]:
     except ValueError as exc:
         raise ProtocolError("tracker_protocol", f"querystring rejected: {exc}") from exc
     return dict(pairs)
+
+
+def redirect_target(query: str, allowed_domains: list[str] | tuple[str, ...]) -> str | None:
+    """``u`` of a redirect request when it is an http(s) URL on an allowed host, else None.
+
+    A host is allowed when it is one of ``allowed_domains`` or a subdomain of one (on a
+    label boundary: evil-shop.example is not shop.example); ``*`` allows every host.
+    """
+    try:
+        target = parse_querystring(query).get("u")
+    except ProtocolError:
+        return None
+    if not target or len(target) > 8192 or any(c in target for c in "\r\n"):
+        return None
+    try:
+        parts = urlsplit(target)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    for domain in allowed_domains:
+        d = domain.lower().lstrip(".")
+        if d == "*" or host == d or host.endswith("." + d):
+            return target
+    return None
 
 
 def decode_base64url(value: str) -> bytes:

@@ -1,16 +1,22 @@
-"""The HTTP shell: aiohttp routes that read requests, call the core, wait for the commit.
+"""The collector's HTTP shell: aiohttp routes that read requests and wait for the commit.
 
 Routes (as Snowplow collectors serve them):
 
 - ``GET|HEAD /i``, ``/ice.png``: one event in the querystring; answers a 1x1 GIF;
 - ``POST /com.snowplowanalytics.snowplow/tp2``: a payload_data batch; answers ``ok``;
+- ``GET /r/tp2?u=<url>``: a click redirect: the event is recorded, then 302 to ``u`` when
+  its host is on ``http.redirect_domains`` (else 400: no open redirector);
 - ``OPTIONS *``: CORS preflight echoing the Origin, with credentials;
 - ``GET /health``: 200 while serving, 503 once draining for shutdown;
 - ``GET /sink-health``: 200 only while Kafka takes our transactions;
 - ``GET /metrics``: Prometheus; ``GET /robots.txt``: disallow all.
 
-Tracker routes answer 200 only after the request's events (good ones and bad rows) are
-committed in Kafka, and 503 when they cannot be: never 200 for something not durable.
+The collector is thin: each request becomes one raw record (``raw.py``; a POST larger than
+a record becomes several, split along event boundaries) on the raw topic, unparsed, and
+the tracker gets 200 once that record is committed, 503 only when Kafka cannot take it.
+Parsing, validation, dedup and routing happen in enrich, where a failure is a bad row.
+The body is read as sent (``auto_decompress=False``): aiohttp would otherwise inflate a
+gzip body before we see it, and enrich would inflate it a second time.
 """
 
 from __future__ import annotations
@@ -29,12 +35,11 @@ from sidecar.common.envelope import now_ms
 
 from .committer import GroupCommitter
 from .identity import cors_headers, preflight_headers
-from .iglu import Resolver
+from .intake import IntakeConfig, intake
 from .metrics import Metrics
-from .pipeline import CollectorCore, RawRequest
-from .protocol import PIXEL_PATHS, TP2_PATH
+from .protocol import PIXEL_PATHS, REDIRECT_PATH, TP2_PATH, redirect_target
 from .settings import CollectorSettings, Secrets
-from .sink import KafkaSink, SinkUnavailable
+from .sink import RawSink, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +49,24 @@ READ_CHUNK = 64 * 1024
 # Kafka not reachable at start: retry every this many seconds (tracker routes answer 503).
 START_RETRY_S = 2.0
 PROBE_EVERY_S = 5.0
-COLLECTOR_NAME = "conveyor-snowplow/0.1.0"
+COLLECTOR_NAME = "conveyor-snowplow/0.2.0"
+# How the HTTP server must be run (tests start theirs with these too): bodies as sent.
+SERVER_KWARGS: dict[str, Any] = {"auto_decompress": False}
 
 
 class Collector:
     """The running collector: core + sink + committer + HTTP app."""
 
-    def __init__(self, settings: CollectorSettings, sink: KafkaSink | None = None,
+    def __init__(self, settings: CollectorSettings, sink: RawSink | None = None,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.resolver = Resolver(settings.iglu_repositories, bundled=settings.iglu.bundled)
-        self.core = CollectorCore(
-            self.resolver, settings.topics.router(), settings.topics.bad,
-            cookie=settings.cookie.to_config(), limits=settings.limits_config(),
-            use_forwarded_for=settings.http.use_x_forwarded_for, collector=COLLECTOR_NAME)
-        self.sink = sink or KafkaSink(settings, Secrets())
+        self.intake = IntakeConfig(
+            raw_topic=settings.raw.topic, cookie=settings.cookie.to_config(),
+            use_forwarded_for=settings.http.use_x_forwarded_for,
+            split_bytes=settings.split_bytes, sample_bytes=settings.sample_bytes,
+            inflate_bytes=settings.http.hard_max_body_bytes)
+        self.sink = sink or RawSink(settings, Secrets())
         # Start-up and topic creation; commits run on the committer's own threads.
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-setup")
         self.committer = GroupCommitter(self.sink, settings.commit, self.metrics)
@@ -67,8 +74,8 @@ class Collector:
         self.draining = False
         self._probe_ok = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._paths = {TP2_PATH: TP2_PATH, **{p: p for p in PIXEL_PATHS},
-                       **settings.http.paths}
+        self._paths = {TP2_PATH: TP2_PATH, REDIRECT_PATH: REDIRECT_PATH,
+                       **{p: p for p in PIXEL_PATHS}, **settings.http.paths}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -90,7 +97,7 @@ class Collector:
             self.ready = self._probe_ok = True
             self.metrics.sink_healthy.set(1)
             log.info("snowplow.ready", extra={"transactional_id": self.settings.transactional_id,
-                                              "dedup_ids": len(self.sink.window)})
+                                              "raw_topic": self.settings.raw.topic})
             return
 
     async def _probe_loop(self) -> None:
@@ -99,7 +106,6 @@ class Collector:
             await asyncio.sleep(PROBE_EVERY_S)
             # Default executor, not the Kafka thread: a probe must not queue behind a commit.
             self._probe_ok = await loop.run_in_executor(None, self.sink.probe)
-            self.metrics.dedup_window.set(len(self.sink.window))
 
     @property
     def sink_healthy(self) -> bool:
@@ -125,7 +131,7 @@ class Collector:
         for path, target in self._paths.items():
             if target == TP2_PATH:
                 app.router.add_post(path, self.track)
-            else:
+            else:   # pixel and redirect; add_get also answers HEAD
                 app.router.add_get(path, self.track)
         return app
 
@@ -164,38 +170,48 @@ class Collector:
     async def track(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         path = self._paths[request.path]
-        route = "tp2" if path == TP2_PATH else "pixel"
+        route = "tp2" if path == TP2_PATH else "redirect" if path == REDIRECT_PATH else "pixel"
         received = now_ms()
+        origin = request.headers.get("Origin")
+        extra = cors_headers(origin)
         if not self.ready:
             return self._done(route, started, web.Response(
-                status=503, text="not ready: kafka",
-                headers={**cors_headers(request.headers.get("Origin")), "Retry-After": "2"}))
-        headers = {k.lower(): v for k, v in request.headers.items()}
+                status=503, text="not ready: kafka", headers={**extra, "Retry-After": "2"}))
+        target = None
+        if path == REDIRECT_PATH:
+            target = redirect_target(request.query_string, self.settings.http.redirect_domains)
+            if target is None:
+                # Nothing recorded: a redirect we would not follow is not a click.
+                return self._done(route, started, web.Response(
+                    status=400, text="redirect target missing or not allowed", headers=extra))
         body: bytes | None = None
         size = 0
-        too_large = over_hard = False
+        over_hard = False
         if request.method == "POST":
-            body, size, too_large, over_hard = await self._read_body(request)
-        raw = RawRequest(method=request.method, path=path, query_string=request.query_string,
-                         headers=headers, body=body, received_at_ms=received,
-                         remote=request.remote, body_size=size if body is not None else None,
-                         body_too_large=too_large)
-        processed = self.core.process(raw)
-        extra = cors_headers(request.headers.get("Origin"))
+            body, size, over_hard = await self._read_body(request)
+        taken = intake(self.intake, method=request.method, path=path,
+                       query_string=request.rel_url.raw_query_string,
+                       headers=request.headers, body=body, body_size=size,
+                       received_at_ms=received, remote=request.remote,
+                       over_hard_limit=over_hard)
         try:
-            await self.committer.submit(processed.outputs)
+            await self.committer.submit(taken.outputs)
         except SinkUnavailable as exc:
             return self._done(route, started, web.Response(
                 status=503, text=f"unavailable: {exc}"[:200], headers={**extra,
                                                                        "Retry-After": "1"}))
-        if processed.identity.set_cookie:
-            extra["Set-Cookie"] = processed.identity.set_cookie
+        if taken.identity.set_cookie:
+            extra["Set-Cookie"] = taken.identity.set_cookie
         if over_hard:
-            # The sample and the size are durable as a bad row; the rest was never read.
+            # The sample and the size are durable (a size bad row); the rest was never read.
             extra["Connection"] = "close"
             return self._done(route, started, web.Response(status=413, text="too large",
                                                            headers=extra))
-        if processed.pixel:
+        if target is not None:
+            extra["Location"] = target
+            extra["Cache-Control"] = "no-cache, no-store, must-revalidate"
+            return self._done(route, started, web.Response(status=302, headers=extra))
+        if path != TP2_PATH:
             extra["Cache-Control"] = "no-cache, no-store, must-revalidate"
             resp = web.Response(body=PIXEL, content_type="image/gif", headers=extra)
         else:
@@ -207,19 +223,17 @@ class Collector:
         self.metrics.request_seconds.labels(route).observe(time.monotonic() - started)
         return resp
 
-    async def _read_body(self, request: web.Request) -> tuple[bytes, int, bool, bool]:
-        """(body or its first bytes, full size, over max_body_bytes, over the hard limit)."""
-        http = self.settings.http
+    async def _read_body(self, request: web.Request) -> tuple[bytes, int, bool]:
+        """(body, or its first bytes past the hard limit; bytes read; over the hard limit)."""
+        hard = self.settings.http.hard_max_body_bytes
         chunks: list[bytes] = []
-        kept = size = 0
+        size = 0
         async for chunk in request.content.iter_chunked(READ_CHUNK):
             size += len(chunk)
-            if kept <= http.max_body_bytes:
-                chunks.append(chunk)
-                kept += len(chunk)
-            if size > http.hard_max_body_bytes:
-                return b"".join(chunks), size, True, True
-        return b"".join(chunks), size, size > http.max_body_bytes, False
+            chunks.append(chunk)
+            if size > hard:
+                return b"".join(chunks), size, True
+        return b"".join(chunks), size, False
 
 
 async def serve(settings: CollectorSettings, stop: asyncio.Event,
@@ -227,7 +241,7 @@ async def serve(settings: CollectorSettings, stop: asyncio.Event,
     """Run until ``stop`` is set, then shut down gracefully (see ``Collector.stop``)."""
     collector = collector or Collector(settings)
     runner = web.AppRunner(collector.app(), access_log=None,
-                           shutdown_timeout=settings.shutdown_timeout_s)
+                           shutdown_timeout=settings.shutdown_timeout_s, **SERVER_KWARGS)
     await runner.setup()
     site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_address=True,
                        backlog=1024)

@@ -1,4 +1,5 @@
-"""Typed settings for the Snowplow collector: a YAML file, overridden by the environment.
+"""Typed settings for the Snowplow collector and enrich (one file serves both): YAML, then the
+environment.
 
 Precedence, highest first: environment variables (``CONVEYOR_SNOWPLOW__<SECTION>__<KEY>``,
 e.g. ``CONVEYOR_SNOWPLOW__HTTP__PORT=8081``), then the file, then the defaults here. See
@@ -12,6 +13,8 @@ Secrets come from the environment only, and a file holding one is rejected:
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +26,7 @@ from sidecar.common.config import FileSettings, FrozenModel, KafkaSecrets, Schem
 
 from .identity import CookieConfig
 from .pipeline import Limits
-from .protocol import PIXEL_PATHS, TP2_PATH
+from .protocol import PIXEL_PATHS, REDIRECT_PATH, TP2_PATH
 from .routing import KINDS, Route, Router
 
 _TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
@@ -42,15 +45,19 @@ class HttpSettings(FrozenModel):
     # Extra paths trackers may use (e.g. to dodge ad blockers) -> the standard path.
     paths: dict[str, str] = Field(default_factory=dict)
     cors_max_age_s: int = Field(default=3600, ge=0)
+    # /r/tp2 redirects only to these hosts (or their subdomains); "*" allows any. Empty:
+    # every redirect is refused with 400 (an open redirector helps phishers).
+    redirect_domains: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> HttpSettings:
         for alias, target in self.paths.items():
             if not alias.startswith("/"):
                 raise ValueError(f"http.paths: {alias!r} must start with '/'")
-            if target not in (TP2_PATH, *PIXEL_PATHS):
+            if target not in (TP2_PATH, REDIRECT_PATH, *PIXEL_PATHS):
                 raise ValueError(f"http.paths: {alias!r} -> {target!r}; the target must be "
-                                 f"{TP2_PATH} or one of {', '.join(PIXEL_PATHS)}")
+                                 f"{TP2_PATH}, {REDIRECT_PATH} or one of "
+                                 f"{', '.join(PIXEL_PATHS)}")
         if self.hard_max_body_bytes < self.max_body_bytes:
             raise ValueError("http.hard_max_body_bytes must be >= http.max_body_bytes")
         return self
@@ -178,6 +185,43 @@ class IgluSettings(FrozenModel):
     bundled: bool = True
 
 
+class RawSettings(FrozenModel):
+    """The raw topic between collector and enrich: one record per request (or part)."""
+
+    topic: str = Field(default="snowplow.raw", pattern=_TOPIC)
+    # A record's body is at most this (keep it under the topic's max.message.bytes, with
+    # room for the headers). A POST over it, or over http.max_body_bytes, is split along
+    # event boundaries; what cannot be split is kept as a sample: a size bad row.
+    max_record_bytes: int = Field(default=900_000, ge=1024)
+
+
+class EnrichSettings(FrozenModel):
+    """The enrich process: raw records in, good events and bad rows out, exactly once."""
+
+    # Per enrich instance, never shared by two running ones (they would fence each other).
+    # Zombies are fenced by the consumer group's generation (KIP-447), so the id need not
+    # follow partitions; keeping it stable per instance lets a restart abort its dead
+    # predecessor's open transaction at once instead of after transaction_timeout_ms.
+    # Default instance: CONVEYOR_INSTANCE_ID, else the host name (not the top-level
+    # instance_id, which names the collector when both read one file).
+    instance_id: str | None = None
+    transactional_id: str = "conveyor-snowplow-enrich-{instance}"
+    group_id: str = Field(default="conveyor-snowplow-enrich", min_length=1)
+    # A transaction takes at most this many raw records, and is closed early once their
+    # events reach max_batch_events: bounded work and memory per transaction.
+    max_batch_records: int = Field(default=500, ge=1)
+    max_batch_events: int = Field(default=5000, ge=1)
+    poll_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    # Static membership (group.instance.id = the instance): a restarted instance takes its
+    # partitions back at once; a dead one gives them up after this.
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # /health and /metrics.
+    host: str = "0.0.0.0"
+    port: int = Field(default=9000, ge=0, le=65535)
+    # /health turns 503 when records wait and no transaction committed for this long.
+    stalled_after_s: float = Field(default=60.0, gt=0)
+
+
 class LimitsSettings(FrozenModel):
     max_event_bytes: int = Field(default=900_000, ge=1024)
     bad_row_original_bytes: int = Field(default=262_144, ge=256)
@@ -195,6 +239,8 @@ class CollectorSettings(FileSettings):
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     iglu: IgluSettings = Field(default_factory=IgluSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    raw: RawSettings = Field(default_factory=RawSettings)
+    enrich: EnrichSettings = Field(default_factory=EnrichSettings)
     # Seconds /health reports 503 before the listener closes on SIGTERM, so a load
     # balancer stops sending first. Then in-flight requests finish and commit.
     drain_delay_s: float = Field(default=0.0, ge=0)
@@ -211,13 +257,36 @@ class CollectorSettings(FileSettings):
     def iglu_repositories(self) -> list[Path]:
         return [p if p.is_absolute() else self.base_dir / p for p in self.iglu.repositories]
 
+    @property
+    def enrich_instance(self) -> str:
+        return (self.enrich.instance_id or os.environ.get("CONVEYOR_INSTANCE_ID")
+                or socket.gethostname())
+
+    @property
+    def enrich_transactional_id(self) -> str:
+        return self.enrich.transactional_id.replace("{instance}", self.enrich_instance)
+
     def limits_config(self) -> Limits:
         return Limits(max_body_bytes=self.http.max_body_bytes,
+                      max_inflated_bytes=self.http.hard_max_body_bytes,
                       max_event_bytes=self.limits.max_event_bytes,
                       max_original_bytes=self.limits.bad_row_original_bytes)
 
-    def all_topics(self) -> list[str]:
+    @property
+    def split_bytes(self) -> int:
+        """A POST body over this is split (or, if it cannot be, kept as a sample)."""
+        return min(self.http.max_body_bytes, self.raw.max_record_bytes)
+
+    @property
+    def sample_bytes(self) -> int:
+        """How much of a body too large to keep the raw record holds."""
+        return min(self.limits.bad_row_original_bytes, self.raw.max_record_bytes)
+
+    def enrich_topics(self) -> list[str]:
         return [*self.topics.router().topics(), self.topics.bad]
+
+    def all_topics(self) -> list[str]:
+        return [self.raw.topic, *self.enrich_topics()]
 
 
 # The collector needs no secret of its own: Kafka's and the registry's are all.

@@ -23,7 +23,7 @@ from sidecar.snowplow.routing import Route, Router
 ORDER = "iglu:com.conveyor.grocer/order_placed/jsonschema/1-0-0"
 BASKET = "iglu:com.conveyor.grocer/basket_item/jsonschema/1-0-0"
 DEVICE = "iglu:com.conveyor.grocer/device/jsonschema/1-0-0"
-BAD_ROW = "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0"
+BAD_ROW = "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-1"
 
 
 class CaptureEmitter:

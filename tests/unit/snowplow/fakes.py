@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
 from sidecar.exactly_once.ledger import RecentIds
+from sidecar.exactly_once.producer import RecordRejected
 from sidecar.snowplow.pipeline import Output
 from sidecar.snowplow.sink import BatchResult, plan_batch
 
@@ -25,6 +27,8 @@ class FakeSink:
         self.rebuilt = 0
         self.started = False
         self.probe_ok = True
+        self.reject_values: set[bytes] = set()   # Kafka refuses records with these values
+        self.settings: Any = None
 
     def start(self) -> None:
         self.started = True
@@ -37,6 +41,9 @@ class FakeSink:
             self.slots_used.append(slot)
             if self.fail_next:
                 raise self.fail_next.pop(0)("injected")
+            for i, o in enumerate(outputs):
+                if o.value in self.reject_values:
+                    raise RecordRejected(i, "MSG_SIZE_TOO_LARGE (injected)")
             hit = self.fail_batches_with & {o.dedup_id for o in outputs}
             if hit:
                 self.fail_batches_with -= hit
@@ -58,4 +65,4 @@ class FakeSink:
         pass
 
 
-__all__ = ["FakeSink", "FatalKafkaError", "TransactionAborted"]
+__all__ = ["FakeSink", "FatalKafkaError", "RecordRejected", "TransactionAborted"]

@@ -68,7 +68,7 @@ class TestWholeRequest:
 
     def test_gzip_bomb_is_a_size_bad_row(self, resolver: Resolver) -> None:
         core = CollectorCore(resolver, Router([], "events"), "bad",
-                             limits=Limits(max_body_bytes=4096))
+                             limits=Limits(max_inflated_bytes=4096))
         body = gzip.compress(b" " * 100_000)
         data = _one_bad(core, post(body, {"content-encoding": "gzip"}))
         assert (data["check"], data["reason"]) == ("size", "request_too_large")
