@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 log = logging.getLogger(__name__)
 
-Readiness = Callable[[], dict[str, bool]]
+# Booleans decide the status (all must be true); other values only explain it.
+Readiness = Callable[[], Mapping[str, object]]
 
 
 class OpsServer:
@@ -50,7 +51,7 @@ def _handler(readiness: Readiness, registry: CollectorRegistry) -> type[BaseHTTP
         def do_GET(self) -> None:
             if self.path.split("?")[0] == "/health":
                 checks = readiness()
-                ok = all(checks.values())
+                ok = all(v for v in checks.values() if isinstance(v, bool))
                 body = json.dumps({"status": "ok" if ok else "unavailable", **checks}).encode()
                 self._send(200 if ok else 503, "application/json", body)
             elif self.path.split("?")[0] == "/metrics":

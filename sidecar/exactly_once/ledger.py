@@ -173,8 +173,9 @@ class DedupLedger:
             raise LedgerUnavailable(f"cannot create ledger topic {self.topic}: "
                                     f"{refused[self.topic]}")
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Assign every partition at ``end - window_events`` and read to the end."""
+    def start(self, timeout: float = 60.0, *, to_end: bool = True) -> None:
+        """Assign every partition at ``end - window_events`` and read to the end (or, with
+        ``to_end=False``, only start fetching: the next ``seen(sync=True)`` reads on)."""
         try:
             meta = self._consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
         except KafkaException as exc:
@@ -190,6 +191,8 @@ class DedupLedger:
             start = max(high - self.window.max_ids, low) if high > 0 else OFFSET_BEGINNING
             assignment.append(TopicPartition(self.topic, p, start))
         self._consumer.assign(assignment)
+        if not to_end:
+            return
         started = time.monotonic()
         self.sync(timeout)
         log.info("ledger.loaded", extra={"topic": self.topic, "ids": len(self.window),

@@ -134,13 +134,6 @@ class AmqpSession:
         except (AssertionError, *LOST) as exc:
             raise AmqpLost(f"ack: {describe(exc)}") from exc
 
-    def nack_upto(self, tag: int) -> None:
-        try:
-            assert self._ch is not None
-            self._ch.basic_nack(tag, multiple=True, requeue=True)
-        except (AssertionError, *LOST) as exc:
-            raise AmqpLost(f"nack: {describe(exc)}") from exc
-
     def close(self) -> None:
         conn, self._conn, self._ch, self._tag = self._conn, None, None, None
         if conn is not None and conn.is_open:

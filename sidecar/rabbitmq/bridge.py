@@ -1,23 +1,25 @@
 """The I/O shell: RabbitMQ in, one Kafka transaction per batch out, ack after commit.
 
 One ``QueuePipeline`` per queue, each with its own AMQP connection, transactional producer
-(``transactional.id`` = ``conveyor-rabbitmq-<stream>-<instance>-<queue>``) and ledger reader.
-Two threads per pipeline, so neither side starves the other:
+and ledger reader. Two threads per pipeline, so neither side starves the other:
 
-- the AMQP thread owns every pika call: it collects deliveries into a batch, hands a closed
-  batch to the Kafka thread, keeps heartbeats going while the batch commits (and the next
-  batch fills), then acks ``multiple`` up to the batch's last delivery tag;
+- the AMQP thread owns every pika call: it collects deliveries into batches, hands one
+  batch at a time to the Kafka thread, keeps heartbeats going while it commits, then acks
+  ``multiple`` up to the batch's last delivery tag;
 - the Kafka thread (a one-worker executor) reads the ledger, plans the records and commits.
 
-Outcomes of a batch:
+What happens after each outcome is ``settle.Settlement``'s (pure, tested alone): commit ->
+ack; abort -> keep the batch and retry it (never nack: see settle.py); a record Kafka
+refuses -> its delivery becomes a dead letter; AMQP lost -> forget, RabbitMQ redelivers.
 
-- committed: ack(multiple) the last tag. Duplicates found by the ledger are acked too;
-- aborted (TransactionAborted, ledger or registry unavailable): nack(multiple, requeue) of
-  *everything* received so far, the next batch included, so order is kept; back off, retry;
-- fatal (fenced, fatal librdkafka error): stop without acking and exit non-zero; the
-  restarted instance fences any zombie and RabbitMQ redelivers what was not acked;
-- RabbitMQ lost mid-batch: the commit is aborted if it has not happened yet; if it has, the
-  redelivery is a ledger hit. Either way the batch is dropped and the connection rebuilt.
+**Ownership.** ``transactional.id`` = ``conveyor-rabbitmq-<stream>-<queue>``: it names what
+is owned, never the host. The producer is created and initialised (which fences any
+previous owner and waits out or aborts its open transaction) when this instance gets its
+first batch on a new channel, and the ledger is read to its end right after, before that
+batch is decided. With a single-active-consumer queue a standby instance holds no
+producer, so it fences nobody until RabbitMQ makes it the active consumer. A fenced or
+fatally failed producer is dropped with the channel: RabbitMQ redelivers what was not
+acked and the next batch gets a new producer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,17 +36,18 @@ from confluent_kafka import KafkaError, KafkaException
 
 from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 from sidecar.common.envelope import now_ms
-from sidecar.common.errors import FatalKafkaError, TransactionAborted
-from sidecar.exactly_once.producer import TransactionalProducer
+from sidecar.common.errors import BridgeError, FatalKafkaError, TransactionAborted
 from sidecar.exactly_once.ledger import DedupLedger, LedgerUnavailable
+from sidecar.exactly_once.producer import RecordRejected, TransactionalProducer
+from sidecar.exactly_once.topics import TopicCreator
 
 from .amqp import AmqpLost, AmqpSession
 from .batching import Batcher
-from .core import Core, Delivery, Plan
+from .core import KAFKA_REJECTED, Core, Delivery, Plan
 from .metrics import Metrics
 from .payloads import load_route_schemas
 from .settings import BridgeSettings, Secrets
-from sidecar.exactly_once.topics import TopicCreator
+from .settle import Backoff, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -53,37 +57,33 @@ KAFKA_PROBE_INTERVAL_S = 5.0
 FAILPOINT_EXIT = 86
 
 
-class Backoff:
-    """Doubling delay, capped; reset after a success."""
+class BatchRejected(BridgeError):
+    """Kafka refused a record of the batch for good; ``event_id`` names its delivery."""
 
-    def __init__(self, initial: float = BACKOFF_INITIAL_S, cap: float = BACKOFF_MAX_S) -> None:
-        self.initial, self.cap, self.current = initial, cap, initial
-
-    def next(self) -> float:
-        delay, self.current = self.current, min(self.current * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self.current = self.initial
+    def __init__(self, event_id: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.event_id, self.reason = event_id, reason
 
 
 @dataclass
 class _InFlight:
     future: Future[Plan]
-    last_tag: int
     count: int
     closed_at: float
 
 
 class QueuePipeline:
     def __init__(self, settings: BridgeSettings, secrets: Secrets, queue: str,
-                 metrics: Metrics, stop: threading.Event) -> None:
+                 metrics: Metrics, stop: threading.Event, *, amqp: AmqpSession | None = None,
+                 ledger: DedupLedger | None = None,
+                 producer_factory: Callable[[], TransactionalProducer] | None = None) -> None:
+        """``amqp``, ``ledger`` and ``producer_factory`` replace the real clients (tests)."""
         self.s = settings
         self.queue = queue
         self.m = metrics
         self._stop = stop
         self._kafka_conf = secrets.kafka_client_config(settings)
-        self._amqp = AmqpSession(secrets.amqp_url(settings), settings, queue)
+        self._amqp = amqp or AmqpSession(secrets.amqp_url(settings), settings, queue)
         registry_auth = secrets.schema_registry_user_info
         schemas = load_route_schemas(settings.all_routes(), settings.base_dir)
         encoder = None
@@ -95,15 +95,16 @@ class QueuePipeline:
         self._batch: Batcher[Delivery] = Batcher(settings.batch.max_messages,
                                                  settings.batch.max_bytes,
                                                  settings.batch.max_wait_ms / 1000)
+        self.settlement: Settlement[Delivery] = Settlement(Backoff(0.2, 10.0))
         self._inflight: _InFlight | None = None
-        self._last_tag = 0  # highest delivery tag received on the current channel
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{queue}")
         self.kafka_ok = False
         self._producer: TransactionalProducer | None = None
-        self._ledger: DedupLedger | None = None
+        self._new_producer = producer_factory or (lambda: TransactionalProducer(
+            self._producer_conf(), self.s.transactional_id(self.queue)))
+        self._ledger: DedupLedger | None = ledger
         self._topics: TopicCreator | None = None
         self.stopped_cleanly = False
-        self._abort_backoff = Backoff(0.2, 10.0)
         self._next_probe = 0.0
         self._eager = False
         self._commits = 0
@@ -112,12 +113,27 @@ class QueuePipeline:
         # Per-delivery metrics, resolved once (labels() costs a lock and a dict lookup).
         self._consumed = metrics.consumed.labels(queue)
         self._unacked = metrics.unacked.labels(queue)
+        metrics.consecutive_aborts.labels(queue).set_function(
+            lambda: self.settlement.consecutive_aborts)
+        metrics.held.labels(queue).set_function(lambda: self.settlement.held)
+        metrics.last_commit_age.labels(queue).set_function(self.last_commit_age_s)
 
     # -- readiness -----------------------------------------------------------------------
 
     @property
     def amqp_ok(self) -> bool:
         return self._amqp.is_open
+
+    def last_commit_age_s(self) -> float:
+        at = self.settlement.last_commit_at
+        return -1.0 if at is None else round(time.monotonic() - at, 3)
+
+    @property
+    def progressing(self) -> bool:
+        """False while held work does not commit (repeated aborts, or no commit for
+        ``ops.stalled_after_s``): sockets may be open and still nothing moves."""
+        return not self.settlement.stalled(time.monotonic(), self.s.ops.unhealthy_after_aborts,
+                                           self.s.ops.stalled_after_s)
 
     def _set_kafka(self, ok: bool) -> None:
         self.kafka_ok = ok
@@ -139,10 +155,10 @@ class QueuePipeline:
     # -- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Until the stop event; raises FatalKafkaError when the producer cannot go on."""
+        """Until the stop event."""
         try:
             self._start_kafka()
-            backoff = Backoff()
+            backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
             while not self._stop.is_set():
                 try:
                     self._amqp.connect()
@@ -160,23 +176,21 @@ class QueuePipeline:
         finally:
             self._shutdown()
 
-    def _start_kafka(self) -> None:
-        """Producer, ledger and topics; retried with backoff while Kafka is unreachable."""
-        conf = {**self._kafka_conf, "error_cb": self._on_kafka_error}
+    def _producer_conf(self) -> dict[str, object]:
         # Our own size checks (max_record_bytes, dead_letter.max_record_bytes) decide what is
-        # too large, as dead letters; librdkafka's lower default limit must never fire first,
-        # or the same batch would abort and be redelivered forever.
+        # too large, as dead letters; librdkafka's lower default limit must never fire first.
         limit = max(self.s.max_record_bytes, self.s.dead_letter.max_record_bytes) + 64 * 1024
-        producer_conf = {**conf, "transaction.timeout.ms": self.s.kafka.transaction_timeout_ms,
-                         "message.max.bytes": limit, **self.s.kafka.producer}
-        backoff = Backoff()
+        return {**self._kafka_conf, "error_cb": self._on_kafka_error,
+                "transaction.timeout.ms": self.s.kafka.transaction_timeout_ms,
+                "message.max.bytes": limit, **self.s.kafka.producer}
+
+    def _start_kafka(self) -> None:
+        """Ledger and topics (no producer: that is made when this instance owns a batch);
+        retried with backoff while Kafka is unreachable."""
+        conf = {**self._kafka_conf, "error_cb": self._on_kafka_error}
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while not self._stop.is_set():
             try:
-                if self._producer is None:
-                    self._producer = TransactionalProducer(
-                        producer_conf, self.s.transactional_id(self.queue))
-                # Fences a zombie with the same transactional.id and aborts what it left.
-                self._producer.init()
                 if self._ledger is None:
                     self._ledger = DedupLedger(
                         conf, self.s.ledger_topic, source=self.s.source_name,
@@ -186,13 +200,17 @@ class QueuePipeline:
                 if self.s.ledger.create_topic:
                     self._ledger.ensure_topic(self.s.ledger.partitions,
                                               self.s.ledger.replication_factor)
-                self._ledger.start(self.s.ledger.sync_timeout_s)
-                if self.s.kafka.create_topics:
+                # Loads the window without waiting for the end: an open transaction of a
+                # dead owner of this queue is only fenced once we own the queue, and the
+                # first batch reads to the end after that anyway.
+                self._ledger.start(self.s.ledger.sync_timeout_s, to_end=False)
+                if self.s.kafka.create_topics and self._topics is None:
                     self._topics = TopicCreator(self._kafka_conf, self.s.kafka.topic_partitions,
                                                 self.s.kafka.topic_replication_factor)
                 self._set_kafka(True)
                 log.info("kafka.ready", extra={"queue": self.queue,
-                                               "transactional_id": self._producer.transactional_id,
+                                               "transactional_id":
+                                                   self.s.transactional_id(self.queue),
                                                "ledger_ids": len(self._ledger.window)})
                 return
             except (TransactionAborted, LedgerUnavailable, KafkaException) as exc:
@@ -211,18 +229,30 @@ class QueuePipeline:
             if self._stop.is_set():
                 self._drain_and_stop()
                 return
-            # Deliveries that piled up while the previous batch committed have waited long
-            # enough: send them at once. Under load this sizes batches by commit time.
-            if self._inflight is None and (self._batch.due(now) or
-                                           (self._eager and len(self._batch))):
-                self._submit()
-                continue
+            if self._inflight is None:
+                chunk = self.settlement.ready(now)
+                if chunk is not None:
+                    self._submit(chunk)
+                    continue
+                # Deliveries that piled up while the previous batch committed have waited
+                # long enough: send them at once. Under load this sizes batches by commit
+                # time. Nothing new while a held batch waits for its retry.
+                if not self.settlement.chunks and (
+                        self._batch.due(now) or (self._eager and len(self._batch))):
+                    self._eager = False
+                    self.settlement.hold(self._batch.take())
+                    continue
             if self._inflight is None and not self.kafka_ok and not len(self._batch) \
-                    and now >= self._next_probe:
+                    and not self.settlement.chunks and now >= self._next_probe:
                 # Idle while Kafka was reported down: nothing else would notice its return.
                 self._next_probe = now + KAFKA_PROBE_INTERVAL_S
                 self._executor.submit(self._probe_kafka)
-            wait = 0.5 if self._inflight is not None else self._batch.time_left(now)
+            if self._inflight is not None:
+                wait = 0.5
+            elif self.settlement.chunks:
+                wait = max(0.0, self.settlement.retry_at - now)
+            else:
+                wait = self._batch.time_left(now)
             self._amqp.pump(min(wait, 0.5))
 
     def _probe_kafka(self) -> None:
@@ -238,44 +268,58 @@ class QueuePipeline:
         self._set_kafka(True)
 
     def _on_delivery(self, d: Delivery) -> None:
-        self._last_tag = d.delivery_tag
         self._batch.add(d, len(d.body), time.monotonic())
         self._consumed.inc()
         self._unacked.inc()
 
-    def _submit(self) -> None:
-        self._eager = False
-        items = self._batch.take()
-        fut = self._executor.submit(self._commit_batch, items)
+    def _submit(self, items: list[Delivery]) -> None:
+        retry = self.settlement.retrying
+        forced = dict(self.settlement.forced)
+        fut = self._executor.submit(self._commit_batch, items, retry, forced)
         fut.add_done_callback(lambda _f: self._amqp.wake_from_thread())
-        self._inflight = _InFlight(fut, items[-1].delivery_tag, len(items), time.monotonic())
+        self._inflight = _InFlight(fut, len(items), time.monotonic())
 
     def _settle(self) -> None:
-        """On the AMQP thread: ack or nack the batch that finished."""
+        """On the AMQP thread: carry out what the outcome of the batch calls for."""
         inflight, self._inflight = self._inflight, None
         assert inflight is not None
+        now = time.monotonic()
         try:
             plan = inflight.future.result()
-        except FatalKafkaError:
+        except FatalKafkaError as exc:
+            # Fenced by a new owner of this queue, or a producer that cannot go on: drop
+            # it with the channel; RabbitMQ redelivers, the next batch makes a new one.
             self.m.errors.labels(self.queue, "kafka_fatal").inc()
             self.m.transactions.labels(self.queue, "failed").inc()
-            raise
+            log.warning("kafka.producer_dropped", extra={"queue": self.queue,
+                                                         "error": str(exc)})
+            raise AmqpLost(f"producer dropped: {exc}") from exc
+        except BatchRejected as exc:
+            self.m.errors.labels(self.queue, "kafka_rejected").inc()
+            self.m.transactions.labels(self.queue, "aborted").inc()
+            log.warning("batch.record_rejected", extra={"queue": self.queue,
+                                                        "error": exc.reason,
+                                                        "event_id": exc.event_id})
+            try:
+                self.settlement.rejected(now, exc.event_id, exc.reason)
+            except LookupError:
+                self.settlement.aborted(now)
+            return
         except (TransactionAborted, LedgerUnavailable, RegistryUnavailable) as exc:
-            kind = {TransactionAborted: "kafka_aborted", LedgerUnavailable: "ledger",
-                    RegistryUnavailable: "schema_registry"}[type(exc)]
+            kind = ("ledger" if isinstance(exc, LedgerUnavailable) else
+                    "schema_registry" if isinstance(exc, RegistryUnavailable) else
+                    "kafka_aborted")
             self.m.errors.labels(self.queue, kind).inc()
             self.m.transactions.labels(self.queue, "aborted").inc()
-            log.warning("batch.aborted", extra={"queue": self.queue, "error": str(exc),
-                                                "messages": inflight.count})
-            self._rewind()
-            # Give the outage a moment before the redelivery; grows while aborts repeat.
-            self._stop.wait(self._abort_backoff.next())
+            delay = self.settlement.aborted(now)
+            log.warning("batch.aborted", extra={
+                "queue": self.queue, "error": str(exc), "messages": inflight.count,
+                "retry_in_s": round(delay, 2),
+                "consecutive_aborts": self.settlement.consecutive_aborts})
             return
-        self._abort_backoff.reset()
         self._eager = True
         self.m.transactions.labels(self.queue, "committed").inc()
-        self.m.transaction_seconds.labels(self.queue).observe(
-            time.monotonic() - inflight.closed_at)
+        self.m.transaction_seconds.labels(self.queue).observe(now - inflight.closed_at)
         self.m.batch_size.labels(self.queue).observe(inflight.count)
         self.m.dedup_hits.labels(self.queue).inc(plan.duplicates)
         if plan.duplicates:
@@ -287,10 +331,11 @@ class QueuePipeline:
         for reason, n in plan.dead_letters.items():
             self.m.produced.labels(self.queue, "dead_letter").inc(n)
             self.m.dead_lettered.labels(self.queue, reason).inc(n)
+        last_tag = self.settlement.committed(now, plan.record_ids)
         self._failpoint_after_commit()
         # Only now, with the transaction committed, may RabbitMQ forget these deliveries.
-        self._amqp.ack_upto(inflight.last_tag)
-        self.m.unacked.labels(self.queue).dec(inflight.count)
+        self._amqp.ack_upto(last_tag)
+        self._unacked.dec(inflight.count)
 
     def _failpoint_after_commit(self) -> None:
         """Fault injection for tests: die between commit and ack, the window the ledger
@@ -304,25 +349,69 @@ class QueuePipeline:
             logging.shutdown()
             os._exit(FAILPOINT_EXIT)
 
-    def _rewind(self) -> None:
-        """Requeue everything received and not acked, in order; drop the pending batch."""
-        self._batch.clear()
-        self._amqp.nack_upto(self._last_tag)
-        self.m.unacked.labels(self.queue).set(0)
+    def _own(self) -> bool:
+        """On the Kafka thread: a producer that owns this queue's transactional.id.
+        True when it was initialised just now (a previous owner was fenced)."""
+        if self._producer is not None:
+            return False
+        producer = self._new_producer()
+        try:
+            producer.init()
+        except BaseException:
+            producer.close(0)
+            raise
+        self._producer = producer
+        self.m.ownerships.labels(self.queue).inc()
+        log.info("kafka.owner", extra={"queue": self.queue,
+                                       "transactional_id": producer.transactional_id})
+        return True
 
-    def _commit_batch(self, items: list[Delivery]) -> Plan:
-        """On the Kafka thread: dedup, plan, commit. Raises to abort."""
-        assert self._producer is not None and self._ledger is not None
+    def _drop_producer(self) -> None:
+        """On the Kafka thread: forget the producer (the next owner fences it)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(1.0)
+
+    def _commit_batch(self, items: list[Delivery], retry: bool,
+                      forced: dict[str, tuple[str, str]]) -> Plan:
+        """On the Kafka thread: own, dedup, plan, commit. Raises to abort."""
+        assert self._ledger is not None
+        try:
+            fresh_owner = self._own()
+        except FatalKafkaError:
+            self._drop_producer()
+            raise
+        assert self._producer is not None
         prepared = [self._core.prepare(d) for d in items]
-        sync = self.s.ledger.sync == "always" or any(d.redelivered for d in items)
+        # Read the ledger to its end when the answer may differ from what we have: a new
+        # owner (the old one's last commits), a retry (the failed try may have committed),
+        # a redelivery, or always when configured.
+        sync = (fresh_owner or retry or self.s.ledger.sync == "always"
+                or any(d.redelivered for d in items))
         seen = self._ledger.seen([p.event_id for p in prepared], sync=sync,
                                  timeout=self.s.ledger.sync_timeout_s)
-        plan = self._core.plan(prepared, seen, now_ms())
+        plan = self._core.plan(prepared, seen, now_ms(), forced)
+        if plan.records and self._topics is not None:
+            refused = self._topics.ensure({r.topic for r in plan.records})
+            if refused:
+                # A topic Kafka will never create: its records become dead letters.
+                more = {eid: (KAFKA_REJECTED, f"topic {r.topic}: {refused[r.topic]}")
+                        for eid, r in zip(plan.record_ids, plan.records, strict=True)
+                        if r.topic in refused}
+                plan = self._core.plan(prepared, seen, now_ms(), {**forced, **more})
+                self._topics.ensure({r.topic for r in plan.records})
         records = [*plan.records, *self._ledger.record(plan.ledger_ids)]
-        if records and self._topics is not None:
-            self._topics.ensure({r.topic for r in plan.records})
         if records:
-            self._producer.commit(records, guard=lambda: self._amqp.is_open)
+            try:
+                self._producer.commit(records, guard=lambda: self._amqp.is_open)
+            except RecordRejected as exc:
+                ids = plan.record_ids
+                eid = ids[exc.index] if exc.index is not None and exc.index < len(ids) \
+                    else (ids[0] if len(ids) == 1 else None)
+                raise BatchRejected(eid, exc.reason) from exc
+            except FatalKafkaError:
+                self._drop_producer()
+                raise
             self._ledger.remember(plan.ledger_ids)
         self._set_kafka(True)
         self.m.ledger_ids.labels(self.queue).set(len(self._ledger.window))
@@ -335,17 +424,18 @@ class QueuePipeline:
         self._amqp.close()
         if self._inflight is not None:
             # Its deliveries are requeued by the broker; let the commit finish (or abort via
-            # the guard) so the producer is idle before the next batch.
-            try:
-                self._inflight.future.result()
-            except FatalKafkaError:
-                raise
-            except Exception:
-                pass
+            # the guard) so the producer is idle before it is dropped.
+            outcome = self._inflight.future.exception()
+            if outcome is not None:
+                log.info("batch.ended_with_channel", extra={"queue": self.queue,
+                                                            "outcome": str(outcome)})
             self._inflight = None
+        # Whoever gets these deliveries next may be another instance: it fences us when it
+        # owns the queue, and we fence it when we own it again.
+        self._executor.submit(self._drop_producer).result()
         self._batch.clear()
-        self.m.unacked.labels(self.queue).set(0)
-        self._last_tag = 0
+        self.settlement.lost()
+        self._unacked.set(0)
 
     def _drain_and_stop(self) -> None:
         """SIGTERM: stop deliveries, commit what we have, ack it, close."""
@@ -353,23 +443,29 @@ class QueuePipeline:
         self._amqp.cancel()
         deadline = time.monotonic() + self.s.shutdown_timeout_s
         while time.monotonic() < deadline:
+            now = time.monotonic()
             if self._inflight is not None:
                 if self._inflight.future.done():
                     self._settle()
                 else:
                     self._amqp.pump(0.05)
                 continue
-            if len(self._batch):
-                self._submit()
+            if not self.settlement.chunks and len(self._batch):
+                self.settlement.hold(self._batch.take())
+            chunk = self.settlement.ready(now)
+            if chunk is not None:
+                self._submit(chunk)
+                continue
+            if self.settlement.chunks:  # waiting for a retry
+                self._amqp.pump(min(0.05, max(0.0, self.settlement.retry_at - now)))
                 continue
             break
         self._amqp.close()
 
     def _shutdown(self) -> None:
+        self._executor.submit(self._drop_producer).result()
         self._executor.shutdown(wait=True)
         self._amqp.close()
-        if self._producer is not None:
-            self._producer.close()
         if self._ledger is not None:
             self._ledger.close()
 
@@ -386,9 +482,15 @@ class Bridge:
                           for q in settings.rabbitmq.queues]
         self._errors: list[BaseException] = []
 
-    def readiness(self) -> dict[str, bool]:
+    def readiness(self) -> dict[str, object]:
+        """/health: booleans decide the status; the rest says why."""
         return {"rabbitmq": all(p.amqp_ok for p in self.pipelines),
-                "kafka": all(p.kafka_ok for p in self.pipelines)}
+                "kafka": all(p.kafka_ok for p in self.pipelines),
+                "progressing": all(p.progressing for p in self.pipelines),
+                "queues": {p.queue: {"last_commit_age_s": p.last_commit_age_s(),
+                                     "consecutive_aborts": p.settlement.consecutive_aborts,
+                                     "held_messages": p.settlement.held}
+                           for p in self.pipelines}}
 
     def run(self) -> None:
         """Run until ``stop`` is set or a pipeline fails; re-raises the first failure."""

@@ -2,11 +2,15 @@
 
 Static checks first (routes compile, templates name known fields, schema files parse), then
 connectivity: RabbitMQ (each queue must exist; checked passively, nothing is declared),
-Kafka (metadata), and the schema registry when a route uses Avro.
+each queue's settings through the management API (``topology.assess``: nothing RabbitMQ
+may drop, single active consumer), Kafka (metadata), and the schema registry when a route
+uses Avro. ``enforce_topology`` is the same queue check at start-up.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 import pika
@@ -21,8 +25,10 @@ from .amqp import LOST, describe
 from .core import Core
 from .payloads import load_route_schemas
 from .settings import BridgeSettings, Secrets
+from .topology import Finding, TopologyRefused, TopologyUnknown, assess, declared_info, fetch
 
 CHECK_TIMEOUT_S = 10.0
+log = logging.getLogger(__name__)
 
 
 def run_check(settings: BridgeSettings, secrets: Secrets,
@@ -53,6 +59,17 @@ def run_check(settings: BridgeSettings, secrets: Secrets,
         except Exception as exc:  # report every dependency, not just the first failure
             failures += 1
             echo(f"FAIL {name}: {exc}")
+    refused = False
+    if settings.rabbitmq.verify_topology:
+        try:
+            for f in topology_findings(settings, secrets):
+                refused |= f.refuse
+                echo(f"{'FAIL' if f.refuse else 'ok  '} queue {f.message}")
+        except TopologyUnknown as exc:
+            refused = True
+            echo(f"FAIL queue settings: {exc}")
+    else:
+        echo("skip queue settings: rabbitmq.verify_topology is off")
     if any(r.format == "avro" for r in settings.all_routes()):
         info = secrets.schema_registry_user_info
         encoder = AvroEncoder(settings.schema_registry.url,
@@ -64,7 +81,53 @@ def run_check(settings: BridgeSettings, secrets: Secrets,
         except RegistryUnavailable as exc:
             failures += 1
             echo(f"FAIL schema registry: {exc}")
-    return Exit.CHECK_FAILED if failures else Exit.OK
+    if failures:
+        return Exit.CHECK_FAILED
+    return Exit.TOPOLOGY if refused else Exit.OK
+
+
+def topology_findings(settings: BridgeSettings, secrets: Secrets) -> list[Finding]:
+    """``topology.assess`` for every queue, from the management API; a queue we declare
+    and that does not exist yet is judged by its declaration."""
+    r = settings.rabbitmq
+    user, password = secrets.amqp_credentials(settings)
+    declared = {q.name: q for q in r.topology.queues} if r.topology.declare else {}
+    out: list[Finding] = []
+    for queue in r.queues:
+        info, version = fetch(r.management(), user, password, r.vhost(), queue)
+        if info is None:
+            if queue not in declared:
+                out.append(Finding(True, f"{queue}: no such queue in vhost {r.vhost()!r}"))
+                continue
+            info = declared_info(declared[queue].arguments)
+        out += assess(queue, info, version, accept_message_loss=r.accept_message_loss,
+                      require_single_active_consumer=r.require_single_active_consumer)
+    return out
+
+
+def enforce_topology(settings: BridgeSettings, secrets: Secrets,
+                     wait_s: float = 60.0) -> None:
+    """Start-up: raise TopologyRefused when a queue lets RabbitMQ drop messages (or is
+    shared without single active consumer); waits up to ``wait_s`` for the management
+    API while RabbitMQ starts."""
+    if not settings.rabbitmq.verify_topology:
+        log.warning("topology.not_verified", extra={"queues": settings.rabbitmq.queues})
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            findings = topology_findings(settings, secrets)
+            break
+        except TopologyUnknown:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2.0)
+    refusals = [f.message for f in findings if f.refuse]
+    for f in findings:
+        if not f.refuse:
+            log.info("topology.ok", extra={"finding": f.message})
+    if refusals:
+        raise TopologyRefused("; ".join(refusals))
 
 
 def _rabbitmq(settings: BridgeSettings, secrets: Secrets) -> str:

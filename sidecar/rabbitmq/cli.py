@@ -26,7 +26,9 @@ class Exit(IntEnum):
     USAGE = 2           # bad command line (click's own code)
     CONFIG = 3          # the config file, routes or schemas are invalid; nothing consumed
     CHECK_FAILED = 4    # --check: a dependency (RabbitMQ, Kafka, registry) is unreachable
-    KAFKA_FATAL = 5     # fenced by a newer instance or a fatal producer error; nothing acked
+    KAFKA_FATAL = 5     # a fatal producer error at start-up; nothing acked
+    TOPOLOGY = 6        # a queue lets RabbitMQ drop messages, or is shared without single
+                        # active consumer (see topology.py); nothing consumed
 
 
 log = logging.getLogger("sidecar.rabbitmq")
@@ -91,6 +93,8 @@ def main(config_path: Path, check: bool) -> None:
 
 def _run(settings: BridgeSettings, secrets: Secrets) -> Exit:
     from .bridge import Bridge
+    from .check import enforce_topology
+    from .topology import TopologyRefused
 
     try:
         bridge = Bridge(settings, secrets)
@@ -104,6 +108,12 @@ def _run(settings: BridgeSettings, secrets: Secrets) -> Exit:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        enforce_topology(settings, secrets)
+    except TopologyRefused as exc:
+        click.echo(f"error: refusing to consume: {exc}", err=True)
+        log.error("bridge.topology_refused", extra={"error": str(exc)})
+        return Exit.TOPOLOGY
     ops = OpsServer(settings.ops.host, settings.ops.port, bridge.readiness,
                     registry=bridge.metrics.registry).start()
     log.info("bridge.starting", extra={"stream": settings.stream,

@@ -174,6 +174,7 @@ class Core:
         routed = 0
         forced = forced or {}
         for p in fresh:
+            reason: str | None
             problem = forced.get(p.event_id)
             if problem is not None:
                 rec, reason = self.safe_dead_letter(p, *problem, accepted_at_ms), problem[0]

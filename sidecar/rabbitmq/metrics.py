@@ -34,9 +34,22 @@ class Metrics:
         self.unacked = Gauge(f"{NS}_unacked_in_flight", "Deliveries received and not yet "
                              "acked or nacked.", ["queue"], registry=r)
         self.errors = Counter(f"{NS}_errors", "Errors by kind (amqp_connection, "
-                              "kafka_aborted, kafka_fatal, ledger, schema_registry).",
+                              "kafka_aborted, kafka_rejected, kafka_fatal, ledger, "
+                              "schema_registry).",
                               ["queue", "kind"], registry=r)
         self.ledger_ids = Gauge(f"{NS}_ledger_window_ids", "event_ids held in the dedup "
                                 "window.", ["queue"], registry=r)
+        self.consecutive_aborts = Gauge(
+            f"{NS}_consecutive_aborts", "Transactions aborted in a row for the batch held "
+            "now (0 after a commit).", ["queue"], registry=r)
+        self.held = Gauge(f"{NS}_held_messages", "Deliveries in batches waiting for a "
+                          "transaction (held through a Kafka outage, never nacked).",
+                          ["queue"], registry=r)
+        self.last_commit_age = Gauge(f"{NS}_last_commit_age_seconds", "Seconds since the "
+                                     "last committed transaction (-1: none yet).", ["queue"],
+                                     registry=r)
+        self.ownerships = Counter(f"{NS}_ownerships", "Times this instance took ownership of "
+                                  "the queue's transactional.id (fencing the previous owner).",
+                                  ["queue"], registry=r)
         self.connected = Gauge(f"{NS}_connected", "1 when connected, by side "
                                "(rabbitmq, kafka).", ["queue", "side"], registry=r)

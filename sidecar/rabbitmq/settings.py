@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -65,6 +65,27 @@ class RabbitMQSettings(FrozenModel):
     heartbeat_s: int = Field(default=30, ge=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     topology: Topology = Field(default_factory=Topology)
+    # The management API, read at start-up and by --check for each queue's type, delivery
+    # limit, length limit, TTL, dead-lettering and single-active-consumer setting (see
+    # topology.py). Default: http://<host of url>:15672.
+    management_url: str | None = None
+    # Refuse to start on a queue where RabbitMQ could drop messages (a delivery or length
+    # limit, a TTL or an expiry without a dead-letter exchange)...
+    verify_topology: bool = True
+    # ...unless you accept that loss explicitly.
+    accept_message_loss: bool = False
+    # A queue drained by more than one instance must be single-active-consumer (instances
+    # fence each other by queue). Turn off only when exactly one instance consumes it.
+    require_single_active_consumer: bool = True
+
+    def management(self) -> str:
+        if self.management_url:
+            return self.management_url
+        return f"http://{urlsplit(self.url).hostname or 'localhost'}:15672"
+
+    def vhost(self) -> str:
+        path = urlsplit(self.url).path
+        return unquote(path[1:]) if len(path) > 1 else "/"
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> RabbitMQSettings:
@@ -181,6 +202,10 @@ class EventIdSettings(FrozenModel):
 class OpsSettings(FrozenModel):
     host: str = "0.0.0.0"
     port: int = Field(default=9000, ge=0, le=65535)
+    # /health turns 503 ("progressing": false) while a held batch keeps failing: after this
+    # many aborts in a row, or when no commit went through for this long with work held.
+    unhealthy_after_aborts: int = Field(default=5, ge=1)
+    stalled_after_s: float = Field(default=60.0, gt=0)
 
 
 class BridgeSettings(FileSettings):
@@ -240,8 +265,10 @@ class BridgeSettings(FileSettings):
         return self.dead_letter.topic.replace("{stream}", self.stream)
 
     def transactional_id(self, queue: str) -> str:
-        """``conveyor-rabbitmq-<stream>-<instance>-<queue>``: stable across restarts."""
-        return f"conveyor-rabbitmq-{self.stream}-{self.instance}-{queue}"
+        """``conveyor-rabbitmq-<stream>-<queue>``: names what is owned, never the host, so
+        whoever takes the queue over (a restart, a rescheduled pod under a new name, a
+        standby) fences the previous owner."""
+        return f"conveyor-rabbitmq-{self.stream}-{queue}"
 
     def all_routes(self) -> list[Route]:
         return [*self.routes, *([self.default_route] if self.default_route else [])]
@@ -253,6 +280,11 @@ class Secrets(KafkaSecrets):
     rabbitmq_url: SecretStr | None = None
     rabbitmq_user: str | None = None
     rabbitmq_password: SecretStr | None = None
+
+    def amqp_credentials(self, settings: BridgeSettings) -> tuple[str, str]:
+        """(user, password) as the AMQP URL carries them, for the management API."""
+        parts = urlsplit(self.amqp_url(settings))
+        return unquote(parts.username or "guest"), unquote(parts.password or "guest")
 
     def amqp_url(self, settings: BridgeSettings) -> str:
         if self.rabbitmq_url is not None:

@@ -1,5 +1,6 @@
 """The shell's ack discipline with fake RabbitMQ and Kafka sides (no broker, no process):
-ack only after commit, nack everything un-acked on abort, nothing at all on fatal."""
+ack only after commit, hold and retry on abort (never nack), dead-letter what Kafka
+refuses, drop the producer with the channel on fatal, and own before deciding."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rmq_helpers import delivery, make_settings
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
 from sidecar.exactly_once.ledger import RecentIds
-from sidecar.exactly_once.producer import OutRecord
+from sidecar.exactly_once.producer import OutRecord, RecordRejected
+from sidecar.rabbitmq.amqp import AmqpLost
 from sidecar.rabbitmq.bridge import QueuePipeline
 from sidecar.rabbitmq.metrics import Metrics
 from sidecar.rabbitmq.settings import Secrets
@@ -37,16 +39,32 @@ class FakeAmqp:
     def wake_from_thread(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 class FakeProducer:
-    def __init__(self, fail: type[Exception] | None = None) -> None:
-        self.fail = fail
+    """``script`` holds what successive commits raise (None: commit)."""
+
+    def __init__(self, script: Sequence[BaseException | None] = ()) -> None:
+        self.script = list(script)
         self.committed: list[list[OutRecord]] = []
+        self.inits = 0
+        self.closed = False
+        self.transactional_id = "tid"
+
+    def init(self) -> None:
+        self.inits += 1
 
     def commit(self, records: Sequence[OutRecord], guard: Any = None) -> None:
-        if self.fail is not None:
-            raise self.fail("boom")
+        if self.script:
+            exc = self.script.pop(0)
+            if exc is not None:
+                raise exc
         self.committed.append(list(records))
+
+    def close(self, timeout: float = 0) -> None:
+        self.closed = True
 
 
 class FakeLedger:
@@ -67,84 +85,123 @@ class FakeLedger:
             self.window.add(i, 0)
 
 
-def pipeline(producer: FakeProducer, fake_ledger: FakeLedger | None = None,
-             **settings: Any) -> tuple[QueuePipeline, FakeAmqp]:
-    s = make_settings(**settings)
-    p = QueuePipeline(s, Secrets(), "q", Metrics(), threading.Event())
-    amqp = FakeAmqp()
-    p._amqp = amqp  # type: ignore[assignment]
-    p._producer = producer  # type: ignore[assignment]
-    p._ledger = fake_ledger or FakeLedger()  # type: ignore[assignment]
-    return p, amqp
+class Rig:
+    def __init__(self, *producers: FakeProducer, fake_ledger: FakeLedger | None = None,
+                 **settings: Any) -> None:
+        self.amqp = FakeAmqp()
+        self.ledger = fake_ledger or FakeLedger()
+        self.producers = list(producers) or [FakeProducer()]
+        self.made: list[FakeProducer] = []
+
+        def factory() -> Any:
+            self.made.append(self.producers.pop(0))
+            return self.made[-1]
+
+        self.p = QueuePipeline(make_settings(**settings), Secrets(), "q", Metrics(),
+                               threading.Event(), amqp=self.amqp,  # type: ignore[arg-type]
+                               ledger=self.ledger,  # type: ignore[arg-type]
+                               producer_factory=factory)
+        self.p.settlement.backoff.initial = self.p.settlement.backoff.cap = 0.0
+
+    def deliver(self, *tags: int, redelivered: bool = False) -> None:
+        for t in tags:
+            self.p._on_delivery(delivery(ROBOT, tag=t, message_id=f"m{t}",
+                                         redelivered=redelivered))
+
+    def batch(self) -> None:
+        """Close the pending deliveries into a batch, commit it and settle the outcome."""
+        p = self.p
+        if not p.settlement.chunks:
+            p.settlement.hold(p._batch.take())
+        chunk = p.settlement.ready(float("inf"))
+        assert chunk is not None
+        p._submit(chunk)
+        assert p._inflight is not None
+        p._inflight.future.exception(10)  # waits for the batch, whatever its outcome
+        p._settle()
 
 
-def run_batch(p: QueuePipeline) -> None:
-    p._submit()
-    assert p._inflight is not None
-    p._inflight.future.exception(10)  # waits for the batch, whatever its outcome
-    p._settle()
+def routed(records: list[OutRecord]) -> list[OutRecord]:
+    return [r for r in records if r.topic != "ledger"]
 
 
 def test_ack_multiple_after_commit_only() -> None:
-    producer = FakeProducer()
-    p, amqp = pipeline(producer)
-    for tag in (1, 2, 3):
-        p._on_delivery(delivery(ROBOT, tag=tag, message_id=f"m{tag}"))
-    p._submit()
-    p._on_delivery(delivery(ROBOT, tag=4, message_id="m4"))  # arrives while committing
-    assert p._inflight is not None
-    p._inflight.future.result(10)
-    p._settle()
-    assert amqp.acks == [3] and amqp.nacks == []  # not 4: it is in the next batch
-    routed = [r for r in producer.committed[0] if r.topic != "ledger"]
-    assert len(routed) == 3
-    assert [r.key for r in producer.committed[0] if r.topic == "ledger"] == [b"m1", b"m2", b"m3"]
-    run_batch(p)
-    assert amqp.acks == [3, 4]
+    rig = Rig()
+    rig.deliver(1, 2, 3)
+    rig.p.settlement.hold(rig.p._batch.take())
+    rig.deliver(4)  # arrives while the first batch commits: not in it
+    rig.batch()
+    assert rig.amqp.acks == [3] and rig.amqp.nacks == []
+    (first,) = rig.made[0].committed
+    assert len(routed(first)) == 3
+    assert [r.key for r in first if r.topic == "ledger"] == [b"m1", b"m2", b"m3"]
+    rig.batch()
+    assert rig.amqp.acks == [3, 4]
 
 
-def test_abort_nacks_everything_unacked_in_order_and_drops_the_next_batch() -> None:
-    p, amqp = pipeline(FakeProducer(fail=TransactionAborted))
-    p._abort_backoff.initial = p._abort_backoff.current = 0.0
-    for tag in (1, 2):
-        p._on_delivery(delivery(ROBOT, tag=tag, message_id=f"m{tag}"))
-    p._submit()
-    p._on_delivery(delivery(ROBOT, tag=3, message_id="m3"))
-    assert p._inflight is not None
-    p._inflight.future.exception(10)
-    p._settle()
-    assert amqp.acks == [] and amqp.nacks == [3]
-    assert len(p._batch) == 0
+def test_abort_holds_the_batch_and_retries_it_without_any_nack() -> None:
+    rig = Rig(FakeProducer([TransactionAborted("down"), TransactionAborted("down"), None]),
+              ledger={"sync": "redelivered"})
+    rig.deliver(1, 2)
+    rig.batch()
+    rig.deliver(3)
+    rig.batch()
+    assert rig.amqp.acks == [] and rig.amqp.nacks == []
+    assert rig.p.settlement.consecutive_aborts == 2 and rig.p.progressing
+    rig.batch()
+    assert rig.amqp.acks == [2] and rig.amqp.nacks == []
+    assert len(routed(rig.made[0].committed[0])) == 2
+    # the first try read to the end as a new owner, each retry because it was a retry
+    assert rig.ledger.synced == [True, True, True]
+    rig.batch()
+    assert rig.amqp.acks == [2, 3]
+    assert rig.ledger.synced[-1] is False  # fresh, not redelivered, not a retry
 
 
-def test_fatal_raises_without_any_ack_or_nack() -> None:
-    p, amqp = pipeline(FakeProducer(fail=FatalKafkaError))
-    p._on_delivery(delivery(ROBOT, tag=1))
-    p._submit()
-    assert p._inflight is not None
-    p._inflight.future.exception(10)
-    with pytest.raises(FatalKafkaError):
-        p._settle()
-    assert amqp.acks == [] and amqp.nacks == []
+def test_a_record_kafka_refuses_becomes_a_dead_letter_and_the_rest_lands() -> None:
+    rig = Rig(FakeProducer([RecordRejected(1, "MSG_SIZE_TOO_LARGE"), None]))
+    rig.deliver(1, 2, 3)
+    rig.batch()
+    assert rig.amqp.acks == []
+    rig.batch()
+    assert rig.amqp.acks == [3]
+    records = routed(rig.made[0].committed[0])
+    dlq = [r for r in records if r.topic.startswith("conveyor.dlq.")]
+    assert len(records) == 3 and len(dlq) == 1
+    assert dict(dlq[0].headers)["conveyor.dlq.reason"] == b"kafka_rejected"
+    assert dict(dlq[0].headers)["conveyor.event_id"] == b"m2"
+
+
+def test_fatal_drops_producer_and_channel_without_ack_or_nack() -> None:
+    rig = Rig(FakeProducer([FatalKafkaError("fenced")]), FakeProducer())
+    rig.deliver(1)
+    with pytest.raises(AmqpLost):
+        rig.batch()
+    assert rig.amqp.acks == [] and rig.amqp.nacks == []
+    rig.p._on_amqp_lost(AmqpLost("producer dropped"))
+    assert rig.made[0].closed
+    rig.deliver(1, redelivered=True)
+    rig.batch()
+    assert rig.amqp.acks == [1]
+    assert [p.inits for p in rig.made] == [1, 1]  # a new producer fenced the old one
 
 
 def test_redelivered_duplicates_are_acked_not_produced() -> None:
-    producer = FakeProducer()
-    ledger = FakeLedger(seen={"m1", "m2"})
-    p, amqp = pipeline(producer, ledger, ledger={"sync": "redelivered"})
-    p._on_delivery(delivery(ROBOT, tag=1, message_id="m1", redelivered=True))
-    p._on_delivery(delivery(ROBOT, tag=2, message_id="m2", redelivered=True))
-    run_batch(p)
-    assert amqp.acks == [2]
-    assert producer.committed == []  # nothing new: no transaction at all
-    assert ledger.synced == [True]
+    rig = Rig(fake_ledger=FakeLedger(seen={"m1", "m2"}))
+    rig.deliver(1, 2, redelivered=True)
+    rig.batch()
+    assert rig.amqp.acks == [2]
+    assert rig.made[0].committed == []  # nothing new: no transaction at all
+    assert rig.ledger.synced == [True]
 
 
-def test_sync_mode_redelivered_skips_the_read_to_end_for_fresh_batches() -> None:
-    ledger = FakeLedger()
-    p, _ = pipeline(FakeProducer(), ledger, ledger={"sync": "redelivered"})
-    p._on_delivery(delivery(ROBOT, tag=1, message_id="a"))
-    run_batch(p)
-    p._on_delivery(delivery(ROBOT, tag=2, message_id="b", redelivered=True))
-    run_batch(p)
-    assert ledger.synced == [False, True]
+def test_a_new_owner_reads_the_ledger_to_its_end_before_its_first_decision() -> None:
+    rig = Rig(ledger={"sync": "redelivered"})
+    rig.deliver(1)
+    rig.batch()
+    rig.deliver(2)
+    rig.batch()
+    rig.deliver(3, redelivered=True)
+    rig.batch()
+    assert rig.ledger.synced == [True, False, True]
+    assert [p.inits for p in rig.made] == [1]

@@ -69,7 +69,11 @@ def test_secrets_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_derived_names(monkeypatch: pytest.MonkeyPatch) -> None:
     s = make_settings()
-    assert s.transactional_id("orders.q") == "conveyor-rabbitmq-shop-i1-orders.q"
+    assert s.transactional_id("orders.q") == "conveyor-rabbitmq-shop-orders.q"
+    # Ownership follows the queue, never the host: a pod rescheduled under a new name
+    # must fence the one it replaces.
+    assert make_settings(instance_id="other-host").transactional_id("orders.q") == \
+        s.transactional_id("orders.q")
     assert s.ledger_topic == "conveyor.ledger.rabbitmq.shop"
     assert s.dead_letter_topic == "conveyor.dlq.rabbitmq.shop"
     monkeypatch.setenv("CONVEYOR_INSTANCE_ID", "pod-3")
