@@ -3,7 +3,8 @@
 Modules: ``settings`` (typed config), ``routing`` (rules -> topic, key), ``identity``
 (event_id), ``core`` (the pure decision for a batch), ``batching``, ``payloads`` (schema
 files), ``amqp`` (every pika call), ``bridge`` (the I/O loop), ``metrics``,
-``check`` and ``cli``. The dedup ledger is ``sidecar.exactly_once.ledger``, shared with the
+``settle`` (the ack policy), ``topology`` (queue settings RabbitMQ could drop messages
+under), ``check`` and ``cli``. The dedup ledger is ``sidecar.exactly_once.ledger``, shared with the
 Snowplow collector.
 
 How exactly-once holds
@@ -15,10 +16,10 @@ How exactly-once holds
    retries (a message re-published with the same message_id). With ``ledger.sync:
    redelivered`` the read-to-end happens only for batches holding a redelivered delivery.
 3. Routed records, dead letters and one ledger record per new event_id are produced in
-   one transaction (``transactional.id`` = ``conveyor-rabbitmq-<stream>-<instance>-<queue>``;
-   a restarted instance fences its zombie).
+   one transaction (``transactional.id`` = ``conveyor-rabbitmq-<stream>-<queue>``: whoever
+   owns the queue next fences the previous owner, see ``bridge``).
 4. Only after ``commit_transaction()`` returns is RabbitMQ acked (``multiple`` up to the
-   batch's last tag). On abort everything un-acked is nacked with requeue, in order.
+   batch's last tag). On abort the batch is held and retried, never nacked (``settle``).
 
 A crash after 3 and before 4 makes RabbitMQ redeliver; step 2 finds the ids and the batch
 becomes acks only.
@@ -36,9 +37,13 @@ produced a second time with the same event_id; the warehouse sinks upsert by eve
 it is still one row. Size the window to the longest a delivery can stay un-acked after
 its commit (``consumer_timeout`` on the RabbitMQ side bounds that) times the peak rate.
 
-Known narrow gap: if an instance loses RabbitMQ while its commit is in progress, its
-deliveries are redelivered to another instance at once. We re-check the channel right
-before ``commit_transaction()`` and abort if it is gone; only a loss inside that last call,
-combined with the other instance reading the ledger before our records reach the broker,
-can still duplicate (again absorbed by the sinks' upsert).
+Two instances on one queue
+--------------------------
+Instance A passes its pre-commit channel check, loses its AMQP connection, and RabbitMQ
+hands the batch to B. Before this release B could read the ledger before A's records
+arrived, and both committed. Now the queue is single-active-consumer (start-up refuses a
+shared queue without it) and ownership is the queue's ``transactional.id``: B's first batch
+calls ``init_transactions()``, which either waits until A's commit is complete (B's ledger
+read that follows then sees A's ids) or fences A, so A's commit fails and nothing of it is
+visible. Either way the batch lands once.
 """
