@@ -135,6 +135,7 @@ class TransactionalProducer:
         self._producer = producer if producer is not None else Producer(conf)
         self._clock, self._pause = clock, pause
         self._initialised = False
+        self._abort_pending = False
         self._failed: list[tuple[str, bytes | None, bytes | None, KafkaError]] = []
 
     # -- the API ----------------------------------------------------------------------
@@ -161,11 +162,18 @@ class TransactionalProducer:
         """
         self.init()
         self._failed.clear()
+        if self._abort_pending:
+            # The last abort never got its answer (Kafka away): finish it first.
+            self._abort()
         try:
             self._producer.begin_transaction()
         except KafkaException as exc:
-            # Only a state or fatal error can come from begin: either way, a new producer.
-            raise FatalKafkaError(_describe("begin_transaction", kafka_error(exc))) from exc
+            err = kafka_error(exc)
+            if err.fatal():
+                raise FatalKafkaError(_describe("begin_transaction", err)) from exc
+            # Still in a failed transaction's state: it needs its abort before anything.
+            self._abort_pending = True
+            raise TransactionAborted(_describe("begin_transaction", err)) from exc
         try:
             for i, rec in enumerate(records):
                 self._produce(i, rec)
@@ -262,21 +270,25 @@ class TransactionalProducer:
         """abort_transaction(), retried while retriable; fatal otherwise. An abort with no
         transaction open (failure before the first produce) is a state error: harmless."""
         start = self._clock()
+        self._abort_pending = True
         while True:
             try:
                 self._producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+                self._abort_pending = False
                 return
             except KafkaException as exc:
                 err = kafka_error(exc)
                 if err.code() == KafkaError._STATE and not err.fatal():
+                    self._abort_pending = False
                     return
                 step = decide(err)
                 if step is Step.RETRY and self._clock() - start < self._txn_timeout_s:
                     self._pause(RETRY_PAUSE_S)
                     continue
                 if step is Step.RETRY:
-                    # The coordinator has aborted it by now (transaction timeout); the next
-                    # begin_transaction() tells whether this producer can go on.
+                    # Kafka is away: the coordinator aborts the transaction itself at its
+                    # timeout. The abort stays pending and is finished before the next
+                    # begin_transaction(), so the producer (and its fencing) survives.
                     log.warning("kafka.abort_undecided", extra={"error": err.name()})
                     return
                 raise FatalKafkaError(_describe("abort_transaction", err)) from exc

@@ -142,7 +142,7 @@ TABLE = [
     ("send_offsets", ABORTABLE, TransactionAborted, ["send_offsets", "abort"]),
     ("send_offsets", FATAL, FatalKafkaError, ["send_offsets"]),
     ("begin", FATAL, FatalKafkaError, ["begin"]),
-    ("begin", {}, FatalKafkaError, ["begin"]),
+    ("begin", {}, TransactionAborted, ["begin"]),
     ("produce", ABORTABLE, TransactionAborted, ["produce", "abort"]),
     ("produce", FATAL, FatalKafkaError, ["produce"]),
 ]
@@ -256,3 +256,29 @@ def test_a_failed_delivery_that_is_not_the_records_fault_is_a_plain_abort() -> N
     with pytest.raises(TransactionAborted) as info:
         make(fake).commit(RECORDS)
     assert not isinstance(info.value, RecordRejected)
+
+
+def test_an_abort_kafka_never_answered_is_finished_before_the_next_transaction() -> None:
+    """A Kafka outage: the commit fails, the abort gets no answer within the transaction
+    timeout. The producer is kept (a new one would cost a redelivery); the next commit
+    aborts first and then goes through."""
+    clock = Clock()
+    fake = FakeProducer({"commit": [kerr(**ABORTABLE)],
+                         "abort": [kerr(KafkaError._TIMED_OUT, retriable=True)
+                                   for _ in range(200)]})
+    p = make(fake, clock, timeout_ms=5_000)
+    with pytest.raises(TransactionAborted):
+        p.commit(RECORDS)
+    fake.fail["abort"] = []
+    p.commit(RECORDS)
+    tail = fake.calls[-6:]
+    assert tail[0] == "abort" and tail[1] == "begin" and tail[-1] == "commit"
+
+
+def test_begin_refused_in_a_failed_state_aborts_then_goes_on() -> None:
+    fake = FakeProducer({"begin": [kerr(KafkaError._STATE)]})
+    p = make(fake)
+    with pytest.raises(TransactionAborted):
+        p.commit(RECORDS)
+    p.commit(RECORDS)
+    assert fake.calls[:3] == ["init", "begin", "abort"] and fake.calls[-1] == "commit"
