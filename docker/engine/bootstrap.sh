@@ -4,9 +4,9 @@
 # 1. An engine that already answers (DOCKER_HOST or the default socket) is used as it is.
 # 2. Otherwise, on Debian as root, install Debian's engine (docker.io, docker-compose,
 #    debootstrap) and start dockerd in the background with its state under ENGINE_DIR.
-# 3. debian:bookworm-slim, the base of every image, is pulled; where no registry is
-#    reachable it is built with debootstrap and imported under that same name, so the
-#    Dockerfiles stay standard.
+# 3. debian:trixie-slim (Debian 13), the base of every image, is pulled; where no registry
+#    is reachable it is built with debootstrap and imported under that same name, so the
+#    Dockerfiles stay standard. The host's own release does not matter (bookworm works).
 # 4. A probe container runs. Where it fails because setrlimit is forbidden, dockerd is
 #    restarted with a runtime shim (runc-no-rlimits) that strips the rlimits.
 # Idempotent: when everything is there it costs one `docker info` and one probe.
@@ -17,7 +17,8 @@ root=$(cd "$here/../.." && pwd)
 ENGINE_DIR=${CONVEYOR_ENGINE_DIR:-/var/lib/conveyor-engine}
 SOCK="$ENGINE_DIR/docker.sock"
 ENV_FILE="$root/.engine/env"
-BASE_IMAGE=debian:bookworm-slim
+BASE_SUITE=trixie
+BASE_IMAGE=debian:$BASE_SUITE-slim
 
 say() { printf 'engine: %s\n' "$*" >&2; }
 die() {
@@ -88,7 +89,7 @@ ensure_base_image() {
   say "no registry reachable: building $BASE_IMAGE with debootstrap (about a minute)"
   local rootfs
   rootfs=$(mktemp -d)
-  debootstrap --variant=minbase bookworm "$rootfs" >"$ENGINE_DIR/debootstrap.log" 2>&1 ||
+  debootstrap --variant=minbase "$BASE_SUITE" "$rootfs" >"$ENGINE_DIR/debootstrap.log" 2>&1 ||
     die "debootstrap failed" "read $ENGINE_DIR/debootstrap.log"
   tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs"

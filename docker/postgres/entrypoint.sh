@@ -9,6 +9,15 @@ set -eu
 mkdir -p "$PGDATA" /run/postgresql
 chown -R postgres:postgres "$PGDATA" /run/postgresql
 chmod 700 "$PGDATA"
+# A cluster of another major version (a PostgreSQL 15 volume mounted here by hand) cannot be
+# opened: say so instead of letting the server fail on it. docker/compose.yml gives each
+# major version its own volume; the README says how to migrate.
+if [ -s "$PGDATA/PG_VERSION" ] && [ "$(cat "$PGDATA/PG_VERSION")" != "$PG_MAJOR" ]; then
+  echo "conveyor: ERROR: $PGDATA holds a PostgreSQL $(cat "$PGDATA/PG_VERSION") cluster;" \
+    "this is PostgreSQL $PG_MAJOR. Dump it with the old stack and load it here (see README)," \
+    "or start on an empty volume." >&2
+  exit 1
+fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"

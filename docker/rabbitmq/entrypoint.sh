@@ -19,7 +19,26 @@ listeners.tcp.default = 5672
 management.tcp.port = 15672
 # Our bridges ack in batches after a Kafka commit; allow them time for it.
 consumer_timeout = 900000
+# RabbitMQ 4.0 still permits these deprecated features; later 4.x releases refuse them.
+# Refusing them here makes anything that relies on them fail in our tests, not at the next
+# upgrade: transient (non-durable) non-exclusive queues, and basic.qos with global=true.
+deprecated_features.permit.transient_nonexcl_queues = false
+deprecated_features.permit.global_qos = false
 CONF
+# A data directory that an older RabbitMQ wrote (a 3.x volume mounted here by hand) does not
+# start on 4.x, and not in a way that says why: refuse it here, by name. Every node this
+# image starts records its major version; data without that record is from before it.
+major=$(dpkg-query -W -f '${Version}' rabbitmq-server | cut -d. -f1)
+marker=/var/lib/rabbitmq/conveyor-rabbitmq-major
+if [ -n "$(ls -A "$RABBITMQ_MNESIA_BASE" 2>/dev/null)" ] &&
+   [ "$(cat "$marker" 2>/dev/null)" != "$major" ]; then
+  echo "conveyor: ERROR: $RABBITMQ_MNESIA_BASE was written by RabbitMQ" \
+    "$(cat "$marker" 2>/dev/null || echo '3.x or older'); this is RabbitMQ $major." \
+    "Start on an empty volume (see README: volumes from the Debian 12 stack)." >&2
+  exit 1
+fi
+mkdir -p "$RABBITMQ_MNESIA_BASE"
+echo "$major" >"$marker"
 chown -R rabbitmq:rabbitmq /etc/rabbitmq /var/lib/rabbitmq
 unset RABBITMQ_DEFAULT_USER RABBITMQ_DEFAULT_PASS
 
@@ -30,8 +49,9 @@ rm -f "$RABBITMQ_PID_FILE"
 ctl() { runuser -u rabbitmq -- rabbitmqctl -q "$@"; }
 apply_credentials() {
   ctl wait --timeout 300 "$RABBITMQ_PID_FILE" >/dev/null
-  # rabbitmqctl 3.10 takes the password as an argument only: it is visible to root inside
-  # this container for the instant the command runs, as the container's environment is.
+  # rabbitmqctl 4.0's change_password takes the password as an argument only: it is visible
+  # to root inside this container for the instant the command runs, as the container's
+  # environment is.
   if ctl list_users --no-table-headers | cut -f1 | grep -qxF "$user"; then
     ctl change_password "$user" "$pass" >/dev/null
   else
