@@ -39,10 +39,14 @@ from connectors.configs import load_profile
 from connectors.rest import ConnectClient
 from tests.integration.committed import consume_committed
 from tests.integration.stack import Stack, wait_until
+from tests.integration.topology import declare_topology
 
 ORDERS, ROBOT_READINGS, RMQ_POISON = 300, 200, 6
 PAGE_VIEWS, STRUCT_EVENTS, SP_ORDERS, SP_REJECTED = 120, 60, 40, 5
-EXCHANGE = "events"  # declared by the bridge's topology (sidecar/rabbitmq/examples/compose.yaml)
+# The compose bridge's exchange and queue (sidecar/rabbitmq/examples/compose.yaml declares
+# them with the same arguments); declared here too, so publishing never depends on the
+# bridge having connected first.
+EXCHANGE, QUEUE = "events", "conveyor.events"
 RMQ_DLQ = "conveyor.dlq.rabbitmq.events"
 SP_ORDER = "iglu:com.conveyor.grocer/order_placed/jsonschema/1-0-0"
 SP_DEVICE = "iglu:com.conveyor.grocer/device/jsonschema/1-0-0"
@@ -71,6 +75,7 @@ def apply_connectors(stack: Stack) -> list[str]:
 
 
 def publish_rabbitmq(stack: Stack, run: str, expected: Expected) -> None:
+    declare_topology(stack.rabbitmq_url, QUEUE, EXCHANGE)
     conn = pika.BlockingConnection(pika.URLParameters(stack.rabbitmq_url))
     channel = conn.channel()
     channel.confirm_delivery()  # a publish returns only once RabbitMQ has it

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.stack import Stack  # noqa: E402
+from tests.integration.topology import declare_topology  # noqa: E402
 
 BODY_BYTES = 1024
 TARGET_RATIO = 0.7
@@ -54,12 +55,6 @@ def body(seq: int) -> bytes:
 
 def connect(url: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(pika.URLParameters(url))
-
-
-def declare(url: str, queue: str) -> None:
-    conn = connect(url)
-    conn.channel().queue_declare(queue, durable=True)
-    conn.close()
 
 
 def delete(url: str, queue: str) -> None:
@@ -129,7 +124,8 @@ class BridgeRun:
         self.stack, self.queue, self.topic = stack, queue, topic
         cfg = {
             "stream": f"bench-{uuid.uuid4().hex[:6]}",
-            "rabbitmq": {"url": "amqp://unused/%2F", "queues": [queue], "prefetch": 4000},
+            "rabbitmq": {"url": "amqp://unused/%2F", "queues": [queue], "prefetch": 4000,
+                         "management_url": stack.rabbitmq_management_url},
             "kafka": {"bootstrap_servers": stack.kafka_bootstrap, "topic_partitions": 3},
             "batch": {"max_messages": 2000, "max_wait_ms": 20},
             "default_route": {"topic": topic, "key": "payload:entity"},
@@ -236,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Baseline.
     qb = f"bench-baseline-{run}"
-    declare(url, qb)
+    declare_topology(url, qb)
     preload(url, qb, n)
     first, last, _ = baseline(url, qb, n, prefetch=4000)
     base_rate = (n - 1) / ((last - first) / 1e9)
@@ -248,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Bridge.
     qr, topic = f"bench-bridge-{run}", f"bench.bridge.{run}"
-    declare(url, qr)
+    declare_topology(url, qr)
     with tempfile.TemporaryDirectory() as tmp:
         # The queue is full before the bridge starts; the rate is counted from the first
         # record committed to the last, so start-up time is not part of it.

@@ -8,6 +8,7 @@ import pika
 import psycopg
 
 from tests.integration.stack import Stack
+from tests.integration.topology import QUEUE_ARGUMENTS, declare_topology
 
 TRANSFORMS = [
     "io.conveyor.transforms.EnvelopeUnwrap$Value",
@@ -23,10 +24,10 @@ AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 
 def test_rabbitmq_round_trip(stack: Stack, unique) -> None:
     queue = unique("roundtrip")
+    declare_topology(stack.rabbitmq_url, queue)  # a quorum queue, like every queue of ours
     conn = pika.BlockingConnection(pika.URLParameters(stack.rabbitmq_url))
     try:
         channel = conn.channel()
-        channel.queue_declare(queue, durable=True)
         channel.confirm_delivery()
         for i in range(3):
             channel.basic_publish("", queue, f"m{i}".encode(),
@@ -42,6 +43,18 @@ def test_rabbitmq_round_trip(stack: Stack, unique) -> None:
         channel.queue_delete(queue)
     finally:
         conn.close()
+
+
+def test_bridge_queue_has_our_topology(stack: Stack) -> None:
+    """The compose bridge declares its queue (sidecar/rabbitmq/examples/compose.yaml) as
+    tests/integration/topology.py does: quorum, no delivery limit, single active consumer."""
+    resp = httpx.get(f"{stack.rabbitmq_management_url}/api/queues/%2F/conveyor.events",
+                     auth=(stack.rabbitmq_user, stack.rabbitmq_password), timeout=10)
+    resp.raise_for_status()
+    queue = resp.json()
+    assert queue["type"] == "quorum"
+    assert queue["arguments"] == QUEUE_ARGUMENTS
+    declare_topology(stack.rabbitmq_url, "conveyor.events", "events")  # accepted as equal
 
 
 def test_postgres_round_trip(stack: Stack, unique) -> None:

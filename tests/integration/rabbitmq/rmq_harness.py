@@ -20,6 +20,7 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from tests.integration import processes
+from tests.integration.topology import bridge_topology
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "sidecar" / "rabbitmq" / "schemas"
@@ -116,12 +117,10 @@ def write_config(path: Path, stack: Any, stream: str, queue: str, exchange: str,
             "queues": [queue],
             "prefetch": 1000,
             "heartbeat_s": 10,
-            "topology": {
-                "declare": True,
-                "exchanges": [{"name": exchange, "type": "topic"}],
-                "queues": [{"name": queue, "durable": True}],
-                "bindings": [{"exchange": exchange, "queue": queue, "routing_key": "#"}],
-            },
+            # Start-up reads each queue's settings here (see sidecar/rabbitmq/topology.py).
+            "management_url": stack.rabbitmq_management_url,
+            # The same quorum queue declare_topology() makes, so either may declare first.
+            "topology": bridge_topology([queue], exchange),
         },
         "kafka": {"bootstrap_servers": stack.kafka_bootstrap, "topic_partitions": 3},
         "schema_registry": {"url": stack.schema_registry_url},
@@ -138,16 +137,6 @@ def write_config(path: Path, stack: Any, stream: str, queue: str, exchange: str,
             cfg[key] = value
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
-
-
-def declare(stack: Any, exchange: str, queue: str) -> None:
-    """The same durable topology the bridge declares, so publishing can start first."""
-    conn = pika.BlockingConnection(pika.URLParameters(stack.rabbitmq_url))
-    ch = conn.channel()
-    ch.exchange_declare(exchange, exchange_type="topic", durable=True)
-    ch.queue_declare(queue, durable=True)
-    ch.queue_bind(queue, exchange, routing_key="#")
-    conn.close()
 
 
 def queue_depth(stack: Any, queue: str) -> int:

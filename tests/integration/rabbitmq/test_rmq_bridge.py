@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from rmq_harness import (
     ROOT,
@@ -18,7 +19,6 @@ from rmq_harness import (
     BridgeProcess,
     Publisher,
     bridge_env,
-    declare,
     queue_depth,
     read_committed,
     wait_for,
@@ -26,6 +26,7 @@ from rmq_harness import (
 )
 
 from tests.integration.processes import free_port
+from tests.integration.topology import bridge_topology, declare_topology
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ class Scenario:
 def scenario(rmq_stack: Any, unique: Callable[[str], str],
              tmp_path: Path) -> Iterator[Scenario]:
     s = Scenario(rmq_stack, unique, tmp_path)
-    declare(rmq_stack, s.exchange, s.queue)
+    declare_topology(rmq_stack.rabbitmq_url, s.queue, s.exchange)
     yield s
     s.close()
 
@@ -276,6 +277,14 @@ def test_queue_deleted_under_the_bridge_is_redeclared_and_drained(scenario: Scen
     assert_exactly_once(landed, {f"{p}{i}" for p in ("before-", "after-") for i in range(100)})
 
 
+def consumers(s: Scenario) -> int:
+    """Consumers subscribed to the scenario's queue, active or waiting (management API)."""
+    r = httpx.get(f"{s.stack.rabbitmq_management_url}/api/queues/%2F/{s.queue}",
+                  auth=(s.stack.rabbitmq_user, s.stack.rabbitmq_password), timeout=5)
+    r.raise_for_status()
+    return int(r.json().get("consumers", 0) or 0)
+
+
 def queue_exists(s: Scenario) -> bool:
     try:
         queue_depth(s.stack, s.queue)
@@ -318,10 +327,7 @@ def test_one_instance_drains_several_queues(scenario: Scenario) -> None:
     """One pipeline (connection, transactional producer) per queue, one process."""
     s = scenario
     q1, q2 = f"{s.queue}.one", f"{s.queue}.two"
-    topology = {"declare": True, "exchanges": [{"name": s.exchange, "type": "topic"}],
-                "queues": [{"name": q1}, {"name": q2}],
-                "bindings": [{"exchange": s.exchange, "queue": q1, "routing_key": "one.#"},
-                             {"exchange": s.exchange, "queue": q2, "routing_key": "two.#"}]}
+    topology = bridge_topology([q1, q2], s.exchange, {q1: "one.#", q2: "two.#"})
     config = s.config([{"topic": f"{s.stream}.{{queue}}", "key": "routing_key"}],
                       rabbitmq={"queues": [q1, q2], "topology": topology})
     bridge = s.bridge(config).start()
@@ -342,14 +348,20 @@ def test_one_instance_drains_several_queues(scenario: Scenario) -> None:
 def test_survivor_takes_over_when_one_of_two_instances_is_killed(scenario: Scenario) -> None:
     """Two instances; one is SIGKILLed mid-stream and stays dead. Its un-acked deliveries go
     to the survivor, which waits out the dead one's open transaction (transaction timeout)
-    and skips what the dead one had committed: every message once."""
+    and skips what the dead one had committed: every message once.
+
+    The queue has a single active consumer: the instance that subscribed first (the victim)
+    gets every delivery, the survivor waits and becomes the active one when the victim's
+    connection goes."""
     s = scenario
     config = s.config(rabbitmq={"prefetch": 400}, batch={"max_messages": 200},
                       kafka={"transaction_timeout_ms": 10_000})
     victim = s.bridge(config, "victim").start()
-    survivor = s.bridge(config, "survivor").start()
     victim.wait_ready()
+    wait_for(lambda: consumers(s) == 1, 60, "the victim subscribed first")
+    survivor = s.bridge(config, "survivor").start()
     survivor.wait_ready()
+    wait_for(lambda: consumers(s) == 2, 60, "the survivor subscribed too")
     n = 3000
     done = threading.Event()
 

@@ -18,13 +18,13 @@ from rmq_harness import (
     BridgeProcess,
     Publisher,
     bridge_env,
-    declare,
     read_committed,
     wait_for,
     write_config,
 )
 
 from tests.integration.processes import free_port
+from tests.integration.topology import declare_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,7 +75,7 @@ def test_exactly_once_through_kills_and_broker_restarts(
         rmq_stack: Any, chaos_names: dict[str, str], tmp_path: Path) -> None:
     stack, n = rmq_stack, chaos_names
     rng = random.Random(int(os.environ.get("CONVEYOR_CRASH_SEED", str(time.time_ns()))))
-    declare(stack, n["exchange"], n["queue"])
+    declare_topology(stack.rabbitmq_url, n["queue"], n["exchange"])
     config = write_config(
         tmp_path / "crash.yaml", stack, n["stream"], n["queue"], n["exchange"],
         [{"routing_key": "#", "topic": n["topic"], "key": "payload:entity"}],
