@@ -230,14 +230,23 @@ class TransactionalProducer:
                 self._failed.append(("", None, None, err))
 
     def _rejected(self, records: Sequence[OutRecord]) -> RecordRejected | None:
-        """The record a delivery report blamed, found by content (reports carry no index)."""
+        """The record the delivery reports blamed, found by content (reports carry no
+        index). When they blame several (the broker refuses a whole record batch whose
+        size is over the topic's limit, innocent records included), none is named: the
+        caller splits the batch until the record at fault is alone."""
         if not self._failed:
             return None
-        topic, key, value, err = self._failed[0]
-        for i, rec in enumerate(records):
-            if rec.topic == topic and rec.key == key and rec.value == value:
-                return RecordRejected(i, _describe("delivery", err))
-        return RecordRejected(None, _describe("delivery", err))
+        blamed: set[int] = set()
+        for topic, key, value, _err in self._failed:
+            for i, rec in enumerate(records):
+                if rec.topic == topic and rec.key == key and rec.value == value:
+                    blamed.add(i)
+                    break
+        err = self._failed[0][3]
+        if len(blamed) == 1 and len(self._failed) == 1:
+            return RecordRejected(blamed.pop(), _describe("delivery", err))
+        return RecordRejected(None, _describe("delivery", err)
+                              + f" ({len(self._failed)} records refused)")
 
     def _call(self, what: str, fn: Callable[[float], object], deadline_s: float) -> None:
         """One transactional call under the contract: retry while retriable (until the

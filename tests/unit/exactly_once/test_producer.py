@@ -282,3 +282,13 @@ def test_begin_refused_in_a_failed_state_aborts_then_goes_on() -> None:
         p.commit(RECORDS)
     p.commit(RECORDS)
     assert fake.calls[:3] == ["init", "begin", "abort"] and fake.calls[-1] == "commit"
+
+
+def test_several_records_refused_together_name_none() -> None:
+    """The broker refuses a whole record batch over the topic's limit: the innocent records
+    in it fail with the same error, so no single one can be blamed."""
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large")
+    fake = FakeProducer(dr_errors={0: too_large, 2: too_large})
+    with pytest.raises(RecordRejected) as info:
+        make(fake).commit(RECORDS)
+    assert info.value.index is None and "2 records" in info.value.reason
