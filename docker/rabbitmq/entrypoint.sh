@@ -20,8 +20,9 @@ management.tcp.port = 15672
 # Our bridges ack in batches after a Kafka commit; allow them time for it.
 consumer_timeout = 900000
 # RabbitMQ 4.0 still permits these deprecated features; later 4.x releases refuse them.
-# Refusing them here makes anything that relies on them fail in our tests, not at the next
-# upgrade: transient (non-durable) non-exclusive queues, and basic.qos with global=true.
+# Not permitting them here makes what relies on them fail in our tests, not at the next
+# upgrade. 4.0.5 then refuses a transient (non-durable) non-exclusive queue declaration;
+# it still accepts basic.qos with global=true, even before a quorum-queue consumer.
 deprecated_features.permit.transient_nonexcl_queues = false
 deprecated_features.permit.global_qos = false
 CONF
