@@ -172,20 +172,27 @@ def test_poison_messages_are_dead_lettered_with_reasons(scenario: Scenario) -> N
     assert [r.event_id for r in robots] == ["ok-robot"]
 
 
-def test_two_instances_share_the_work_without_duplicates(scenario: Scenario) -> None:
+def test_a_standby_receives_nothing_while_the_active_instance_consumes(
+        scenario: Scenario) -> None:
+    """Two instances on a single-active-consumer queue: one does all the work, the other
+    holds no deliveries and no producer (so it fences nobody) until it is needed."""
     s = scenario
     config = s.config(rabbitmq={"prefetch": 200}, batch={"max_messages": 100})
     a = s.bridge(config, "a").start()
-    b = s.bridge(config, "b").start()
     a.wait_ready()
+    wait_for(lambda: consumers(s) == 1, 60, "the first instance subscribed")
+    b = s.bridge(config, "b").start()
     b.wait_ready()
+    wait_for(lambda: consumers(s) == 2, 60, "the second one waits as standby")
     n = 4000
     publish_entities(s, n, prefix="two-")
     routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
     wait_for(lambda: a.metric_sum(routed) + b.metric_sum(routed) >= n, 120, "all routed")
-    share_a, share_b = a.metric_sum(routed), b.metric_sum(routed)
+    shares = sorted([a.metric_sum(routed), b.metric_sum(routed)])
+    owners = sorted([a.metric_sum("conveyor_rabbitmq_ownerships_total"),
+                     b.metric_sum("conveyor_rabbitmq_ownerships_total")])
     assert a.stop() == 0 and b.stop() == 0
-    assert share_a > 0 and share_b > 0, (share_a, share_b)
+    assert shares == [0, n] and owners == [0, 1], (shares, owners)
     landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
     assert_exactly_once(landed, {f"two-{i}" for i in range(n)})
 
@@ -228,30 +235,6 @@ def test_check_validates_config_and_connectivity(scenario: Scenario) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 4, bad.stdout + bad.stderr
     assert "FAIL rabbitmq" in bad.stdout
-
-
-def test_a_restarted_instance_fences_its_zombie(scenario: Scenario) -> None:
-    """Same instance id twice (a zombie and its replacement): the newer one's
-    init_transactions() fences the older, which exits with the named code and acks nothing;
-    its deliveries are redelivered and land once."""
-    s = scenario
-    config = s.config()
-    zombie = s.bridge(config, "same").start()
-    zombie.wait_ready()
-    replacement = s.bridge(config, "same")
-    replacement.log_path = s.tmp / "bridge-replacement.log"
-    replacement.start()
-    replacement.wait_ready()
-    n = 1000
-    publish_entities(s, n, prefix="z")
-    routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
-    wait_for(lambda: zombie.proc is not None and zombie.proc.poll() is not None, 60,
-             "the zombie stops once it tries to commit")
-    assert zombie.proc is not None and zombie.proc.returncode == 5  # Exit.KAFKA_FATAL
-    wait_for(lambda: replacement.metric_sum(routed) >= n, 120, "all routed by the replacement")
-    assert replacement.stop() == 0
-    landed = read_committed(s.stack.kafka_bootstrap, [f"{s.stream}.entities"])
-    assert_exactly_once(landed, {f"z{i}" for i in range(n)})
 
 
 def test_queue_deleted_under_the_bridge_is_redeclared_and_drained(scenario: Scenario) -> None:
@@ -347,8 +330,9 @@ def test_one_instance_drains_several_queues(scenario: Scenario) -> None:
 
 def test_survivor_takes_over_when_one_of_two_instances_is_killed(scenario: Scenario) -> None:
     """Two instances; one is SIGKILLed mid-stream and stays dead. Its un-acked deliveries go
-    to the survivor, which waits out the dead one's open transaction (transaction timeout)
-    and skips what the dead one had committed: every message once.
+    to the survivor, whose first batch fences the dead one (same queue, same
+    transactional.id: its open transaction is aborted at once) and reads the ledger, so it
+    skips what the dead one had committed: every message once.
 
     The queue has a single active consumer: the instance that subscribed first (the victim)
     gets every delivery, the survivor waits and becomes the active one when the victim's

@@ -257,8 +257,10 @@ def test_instances_on_one_queue_through_forced_closes_and_a_new_hostname(
 @pytest.mark.timeout(600)
 def test_a_frozen_owner_is_fenced_by_the_standby_that_takes_over(streams: Streams) -> None:
     """The zombie: the active instance freezes (SIGSTOP) with deliveries in hand. RabbitMQ
-    misses its heartbeats and activates the standby, whose first batch fences the zombie.
-    Thawed, the zombie's commit is refused, it drops its producer and becomes the standby."""
+    misses its heartbeats and activates the standby, whose first batch fences the zombie
+    (init_transactions) and reads the ledger to its end. Thawed, the zombie either finds its
+    batch in the ledger already or has its commit refused as fenced; it drops its channel
+    and producer and lives on as the standby. Either way every message lands once."""
     s = streams
     declare_topology(s.stack.rabbitmq_url, s.queue, s.exchange)
     config = s.config(rabbitmq={"heartbeat_s": 5}, batch={"max_messages": 50})
