@@ -1,14 +1,18 @@
-"""Collector throughput and latency: durable acknowledgement vs answering before the commit.
+"""Snowplow: the collector (durable vs answering before the commit) and enrich, with CPU cost.
 
 Starts the collector twice in the same run against the same Kafka, once in its normal mode
-(200 only after the Kafka transaction committed) and once with the benchmark-only
+(200 only after the raw records' transaction committed) and once with the benchmark-only
 ``commit.unsafe_ack_before_commit`` (200 before the commit), and drives both with the same
 load: tp2 POSTs of 10 realistic tracker events (page views, and self-describing events with
 two context entities, base64-encoded as the Python tracker sends them), every event with a
-fresh id so none is skipped as a duplicate. Prints events/s, p50/p99 request latency and
-the durable/unsafe ratio. Targets: >= 5,000 events/s durable, ratio >= 0.5.
+fresh id so none is skipped as a duplicate. Then enrich reads what the durable collector
+wrote, from the start of the raw topic, and is timed until its committed offsets reach the
+end. For each process: events/s, and **CPU seconds per 10,000 events** from the process's
+own counters (``/proc/<pid>/stat``), which hold on a shared machine where wall-clock rates
+do not. ``--baseline-src DIR`` also runs the collector found in DIR (an older checkout,
+e.g. ``git archive <rev> sidecar | tar -x -C DIR``) the same way, for the before/after.
 
-    python -m bench.snowplow [--seconds 10] [--concurrency 128]
+    python -m bench.snowplow [--seconds 10] [--concurrency 128] [--baseline-src DIR]
 
 Environment: KAFKA_BOOTSTRAP (default localhost:9092).
 """
@@ -92,6 +96,13 @@ class Result:
     seconds: float
     latencies: list[float]
     commit: dict[str, float] = field(default_factory=dict)
+    all_ok: int = 0          # requests answered 200 over the whole run, warm-up included
+    cpu_s: float = 0.0       # the collector's CPU seconds over the whole run
+
+    @property
+    def cpu_per_10k(self) -> float:
+        events = self.all_ok * EVENTS_PER_REQUEST
+        return self.cpu_s / events * 10_000 if events else float("nan")
 
     @property
     def events_per_s(self) -> float:
@@ -126,19 +137,24 @@ def commit_stats(url: str) -> dict[str, float]:
             / count * 1000}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, from its own counters in /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def start_collector(workdir: Path, bootstrap: str, unsafe: bool,
-                    parallel: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def write_config(workdir: Path, bootstrap: str, unsafe: bool, parallel: int | None,
+                 baseline: bool) -> tuple[Path, dict[str, Any]]:
     token = uuid.uuid4().hex[:8]
-    port = free_port()
-    cfg = {
+    cfg: dict[str, Any] = {
         "instance_id": f"bench-{token}",
-        "http": {"host": "127.0.0.1", "port": port},
+        "http": {"host": "127.0.0.1", "port": free_port()},
         "kafka": {"bootstrap_servers": bootstrap},
         "topics": {"default": f"bench-events-{token}", "bad": f"bench-bad-{token}",
                    "routes": [{"kind": "page_view", "topic": f"bench-views-{token}"}]},
@@ -147,33 +163,42 @@ def start_collector(workdir: Path, bootstrap: str, unsafe: bool,
                    **({"parallel_transactions": parallel} if parallel else {})},
         "log_level": "WARNING",
     }
+    if not baseline:   # keys the older collector does not know
+        cfg["raw"] = {"topic": f"bench-raw-{token}"}
+        cfg["enrich"] = {"instance_id": f"bench-{token}", "group_id": f"bench-enrich-{token}",
+                         "host": "127.0.0.1", "port": free_port()}
     path = workdir / f"{token}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    log = (workdir / f"{token}.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "snowplow", "--config", str(path)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    return path, cfg
+
+
+def start(workdir: Path, command: str, config: Path, ready_url: str,
+          src: Path = ROOT) -> subprocess.Popen[bytes]:
+    log_path = config.with_suffix(f".{command}.log")
+    proc = subprocess.Popen([sys.executable, "-m", "sidecar", command, "--config", str(config)],
+                            cwd=src, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(src)})
     deadline = time.monotonic() + 60
     import urllib.request
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"collector exited: see {workdir / f'{token}.log'}")
+            raise SystemExit(f"{command} exited: see {log_path}")
         try:
-            with urllib.request.urlopen(f"{url}/sink-health", timeout=1) as r:
+            with urllib.request.urlopen(ready_url, timeout=1) as r:
                 if r.status == 200:
-                    return proc, url
+                    return proc
         except OSError:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise SystemExit("collector did not become ready within 60 s")
+    raise SystemExit(f"{command} did not become ready within 60 s")
 
 
 async def drive(url: str, payloads: list[bytes], seconds: float, warmup: float,
                 concurrency: int, mode: str) -> Result:
     it = iter(payloads)
     latencies: list[float] = []
-    counts = {"ok": 0, "err": 0}
+    counts = {"ok": 0, "err": 0, "all_ok": 0}
     headers = {"Content-Type": "application/json; charset=utf-8"}
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -193,6 +218,7 @@ async def drive(url: str, payloads: list[bytes], seconds: float, warmup: float,
                 await resp.read()
                 ok = resp.status == 200
             t1 = loop.time()
+            counts["all_ok"] += ok
             if t0 >= measure_from and t1 <= stop_at:
                 latencies.append(t1 - t0)
                 counts["ok" if ok else "err"] += 1
@@ -204,7 +230,8 @@ async def drive(url: str, payloads: list[bytes], seconds: float, warmup: float,
     async with aiohttp.ClientSession(connector=conn, cookie_jar=aiohttp.DummyCookieJar(),
                                      auto_decompress=False) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return Result(mode, counts["ok"], counts["err"], seconds, latencies)
+    return Result(mode, counts["ok"], counts["err"], seconds, latencies,
+                  all_ok=counts["all_ok"])
 
 
 def _run(coro: Any) -> Any:
@@ -216,14 +243,79 @@ def _run(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-def run_mode(mode: str, bootstrap: str, workdir: Path, payloads: list[bytes], args: Any) -> Result:
-    proc, url = start_collector(workdir, bootstrap, unsafe=(mode == "unsafe"),
-                                parallel=args.parallel_transactions)
+def run_mode(mode: str, bootstrap: str, workdir: Path, payloads: list[bytes], args: Any
+             ) -> tuple[Result, dict[str, Any]]:
+    baseline = mode == "before"
+    config, cfg = write_config(workdir, bootstrap, unsafe=(mode == "unsafe"),
+                               parallel=args.parallel_transactions, baseline=baseline)
+    url = f"http://127.0.0.1:{cfg['http']['port']}"
+    proc = start(workdir, "snowplow", config, f"{url}/sink-health",
+                 src=Path(args.baseline_src) if baseline else ROOT)
     try:
+        cpu0 = cpu_seconds(proc.pid)
         result = _run(drive(url, payloads, args.seconds, args.warmup, args.concurrency, mode))
+        result.cpu_s = cpu_seconds(proc.pid) - cpu0
         result.commit = commit_stats(url)
-        return result
+        return result, {**cfg, "_path": config}
     finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class EnrichResult:
+    records: int
+    events: int
+    seconds: float
+    cpu_s: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else float("nan")
+
+    @property
+    def cpu_per_10k(self) -> float:
+        return self.cpu_s / self.events * 10_000 if self.events else float("nan")
+
+
+def run_enrich(bootstrap: str, workdir: Path, cfg: dict[str, Any]) -> EnrichResult:
+    """Enrich what the durable collector wrote, from the start of its raw topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    raw = cfg["raw"]["topic"]
+    group = cfg["enrich"]["group_id"]
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "enable.auto.commit": False})
+    parts = [TopicPartition(raw, p)
+             for p in probe.list_topics(raw, timeout=10).topics[raw].partitions]
+    highs = {tp.partition: probe.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+             for tp in parts}
+    url = f"http://127.0.0.1:{cfg['enrich']['port']}"
+    proc = start(workdir, "snowplow-enrich", cfg["_path"], f"{url}/health")
+    try:
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        # Committed offsets may stop one short of the high watermark (a commit marker).
+        while True:
+            done = probe.committed(parts, timeout=10)
+            if all(tp.offset >= highs[tp.partition] - 1 for tp in done):
+                break
+            time.sleep(0.05)
+        seconds, cpu = time.monotonic() - t0, cpu_seconds(proc.pid) - cpu0
+        import urllib.request
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        events = records = 0.0
+        for line in text.splitlines():
+            if line.startswith("conveyor_snowplow_enrich_events_total{"):
+                events += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("conveyor_snowplow_enrich_records_total "):
+                records = float(line.split()[1])
+        return EnrichResult(int(records), int(events), seconds, cpu)
+    finally:
+        probe.close()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
@@ -241,41 +333,61 @@ def main(argv: list[str] | None = None) -> int:
                    help="requests in flight (trackers are many independent clients)")
     p.add_argument("--parallel-transactions", type=int, default=None,
                    help="the collector's commit.parallel_transactions (default: its own)")
+    p.add_argument("--baseline-src", default=None, metavar="DIR",
+                   help="also run the collector of this older source tree (mode 'before')")
     args = p.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092")
-    # Enough unique bodies for a fast run of both modes (a body is never sent twice).
-    n = int((args.seconds + args.warmup) * 2500)
+    modes = ["durable", "unsafe", *(["before"] if args.baseline_src else [])]
+    # Enough unique bodies for a fast run of every mode (a body is never sent twice).
+    per_mode = int((args.seconds + args.warmup) * 1250)
+    n = per_mode * len(modes)
     print(f"preparing {n} request bodies of {EVENTS_PER_REQUEST} events...", flush=True)
     payloads = bodies(n)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-snowplow-") as tmp:
-        for mode, chunk in (("durable", payloads[: n // 2]), ("unsafe", payloads[n // 2:])):
+        durable_cfg: dict[str, Any] = {}
+        for i, mode in enumerate(modes):
             print(f"running {mode} for {args.warmup + args.seconds:.0f}s "
                   f"(concurrency {args.concurrency})...", flush=True)
-            results.append(run_mode(mode, bootstrap, Path(tmp), chunk, args))
+            result, cfg = run_mode(mode, bootstrap, Path(tmp),
+                                   payloads[i * per_mode:(i + 1) * per_mode], args)
+            results.append(result)
+            if mode == "durable":
+                durable_cfg = cfg
+        print("running enrich over the durable run's raw topic...", flush=True)
+        enrich = run_enrich(bootstrap, Path(tmp), durable_cfg)
     print()
     print(f"{'mode':<10}{'events/s':>12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
-          f"{'events/txn':>12}{'commit ms':>11}")
+          f"{'events/txn':>12}{'commit ms':>11}{'CPU s/10k':>11}")
     for r in results:
         print(f"{r.mode:<10}{r.events_per_s:>12,.0f}{r.requests / r.seconds:>10,.0f}"
               f"{r.pct(0.50):>10.1f}{r.pct(0.99):>10.1f}{r.errors:>8}"
-              f"{r.commit.get('events_per_txn', 0):>12.0f}{r.commit.get('commit_ms', 0):>11.1f}")
-    durable, unsafe = results
+              f"{r.commit.get('events_per_txn', 0):>12.0f}{r.commit.get('commit_ms', 0):>11.1f}"
+              f"{r.cpu_per_10k:>11.2f}")
+    print(f"{'enrich':<10}{enrich.events_per_s:>12,.0f}{'':>10}{'':>10}{'':>10}{'':>8}"
+          f"{'':>12}{'':>11}{enrich.cpu_per_10k:>11.2f}"
+          f"   ({enrich.records} raw records, {enrich.events} events in {enrich.seconds:.1f}s)")
+    by = {r.mode: r for r in results}
+    durable, unsafe = by["durable"], by["unsafe"]
     ratio = durable.events_per_s / unsafe.events_per_s if unsafe.events_per_s else float("nan")
     print(f"\ndurable / unsafe throughput ratio: {ratio:.2f} (target >= {TARGET_RATIO})")
     print(f"durable events/s: {durable.events_per_s:,.0f} (target >= {TARGET_EVENTS_S:,})")
-    print(json.dumps({"bench": "snowplow_collector",
+    print(f"enrich / durable collector events/s: "
+          f"{enrich.events_per_s / durable.events_per_s:.2f} (goal >= 1)")
+    if "before" in by:
+        print(f"collector CPU per event, now / before: "
+              f"{durable.cpu_per_10k / by['before'].cpu_per_10k:.2f} (goal <= 0.5)")
+    print(json.dumps({"bench": "snowplow",
                       "durable_events_s": round(durable.events_per_s),
                       "unsafe_events_s": round(unsafe.events_per_s), "ratio": round(ratio, 3),
                       "durable_p50_ms": round(durable.pct(0.5), 2),
                       "durable_p99_ms": round(durable.pct(0.99), 2),
-                      "unsafe_p50_ms": round(unsafe.pct(0.5), 2),
-                      "unsafe_p99_ms": round(unsafe.pct(0.99), 2),
-                      "errors": durable.errors + unsafe.errors,
+                      "errors": sum(r.errors for r in results),
                       "durable_events_per_txn": round(durable.commit.get("events_per_txn", 0)),
-                      "durable_commit_ms": round(durable.commit.get("commit_ms", 0), 1),
-                      "durable_dedup_ms": round(durable.commit.get("dedup_ms", 0), 1),
-                      "durable_txn_ms": round(durable.commit.get("txn_ms", 0), 1)}))
+                      "cpu_s_per_10k": {r.mode: round(r.cpu_per_10k, 3) for r in results},
+                      "enrich_events_s": round(enrich.events_per_s),
+                      "enrich_cpu_s_per_10k": round(enrich.cpu_per_10k, 3),
+                      "load_avg_1m": round(os.getloadavg()[0], 2)}))
     return 0
 
 

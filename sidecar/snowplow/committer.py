@@ -266,7 +266,9 @@ class GroupCommitter:
                     batch = batch[:1]
                     continue
                 culprit = guilty if guilty is not None else batch[0]
-                self._failed([culprit], "rejected", exc, len(culprit.outputs))
+                # Not a sink failure: Kafka is fine, the request is not. /sink-health stays
+                # green, or one poison client could take every collector out of rotation.
+                self._failed([culprit], "rejected", exc, len(culprit.outputs), sink=False)
                 batch = [p for p in batch if p is not culprit]
                 if not batch and singles:
                     batch = [singles.pop(0)]
@@ -304,11 +306,13 @@ class GroupCommitter:
                 if o.outcome == "bad":
                     m.bad_rows.labels(o.check or "", o.reason or "").inc()
 
-    def _failed(self, live: list[_Pending], reason: str, exc: BaseException, n: int) -> None:
-        self.last_failure_at = self._clock()
+    def _failed(self, live: list[_Pending], reason: str, exc: BaseException, n: int,
+                sink: bool = True) -> None:
         self.metrics.commit_failures.labels(reason).inc()
         self.metrics.rejected.labels(reason).inc(n)
-        self.metrics.sink_healthy.set(0)
+        if sink:
+            self.last_failure_at = self._clock()
+            self.metrics.sink_healthy.set(0)
         log.warning("snowplow.commit_failed", extra={"reason": reason, "error": str(exc),
                                                      "events": n})
         for p in live:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +95,13 @@ class Collector:
                 log.warning("snowplow.kafka_not_ready", extra={"error": str(exc)})
                 await asyncio.sleep(START_RETRY_S)
                 continue
+            limit = getattr(self.sink, "record_limit", None)
+            if limit is not None:
+                # Records sized to what the raw topic takes: a body that would not fit is
+                # split (or sampled) here rather than refused by Kafka.
+                self.intake = dataclasses.replace(
+                    self.intake, split_bytes=min(self.intake.split_bytes, limit),
+                    sample_bytes=min(self.intake.sample_bytes, limit))
             self.ready = self._probe_ok = True
             self.metrics.sink_healthy.set(1)
             log.info("snowplow.ready", extra={"transactional_id": self.settings.transactional_id,

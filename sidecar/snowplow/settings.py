@@ -188,7 +188,7 @@ class IgluSettings(FrozenModel):
 class RawSettings(FrozenModel):
     """The raw topic between collector and enrich: one record per request (or part)."""
 
-    topic: str = Field(default="snowplow.raw", pattern=_TOPIC)
+    topic: str = Field(default="conveyor.raw.snowplow", pattern=_TOPIC)
     # A record's body is at most this (keep it under the topic's max.message.bytes, with
     # room for the headers). A POST over it, or over http.max_body_bytes, is split along
     # event boundaries; what cannot be split is kept as a sample: a size bad row.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from sidecar.common.errors import BridgeError
 from sidecar.exactly_once.producer import OutRecord, TransactionalProducer
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 ADMIN_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 3.0
+# Room left in a record for its headers (querystring, user agent, referer are each capped
+# at 8 KB by the HTTP parser) and the record's own framing.
+HEADER_ROOM_BYTES = 32_768
 
 
 class SinkUnavailable(BridgeError):
@@ -56,6 +59,8 @@ class RawSink:
         self.client_config = secrets.kafka_client_config(settings)
         self.slots = settings.commit.parallel_transactions
         self.producers: list[TransactionalProducer | None] = [None] * self.slots
+        # The raw topic's max.message.bytes, learnt at start (None: unknown).
+        self.topic_max_bytes: int | None = None
         self._admin = AdminClient(self.client_config)
         k = settings.kafka
         self._topics = TopicCreator(self.client_config, k.topic_partitions,
@@ -67,9 +72,33 @@ class RawSink:
         """The raw topic, then the producers (each fences a predecessor's open transaction)."""
         if self.settings.kafka.create_topics:
             self._topics.ensure({self.settings.raw.topic})
+        self.topic_max_bytes = self._topic_max_bytes()
         for slot in range(self.slots):
             if self.producers[slot] is None:
                 self._new_producer(slot)
+
+    def _topic_max_bytes(self) -> int | None:
+        """The raw topic's max.message.bytes. The producer is held to it (a record over it
+        is refused at produce() with its index, before anything is sent, and no batch of
+        small records can exceed it), and the collector sizes its records to fit."""
+        topic = self.settings.raw.topic
+        try:
+            futures = self._admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)],
+                                                   request_timeout=ADMIN_TIMEOUT_S)
+            configs = next(iter(futures.values())).result(ADMIN_TIMEOUT_S)
+            return int(configs["max.message.bytes"].value)
+        except Exception as exc:   # unknown: the configured limits stand
+            log.warning("snowplow.topic_limit_unknown", extra={"topic": topic,
+                                                               "error": str(exc)})
+            return None
+
+    @property
+    def record_limit(self) -> int | None:
+        """The most a raw record's body may hold on this topic, or None when unknown."""
+        if self.topic_max_bytes is None:
+            return None
+        room = self.topic_max_bytes - HEADER_ROOM_BYTES
+        return room if room >= 1024 else max(256, self.topic_max_bytes // 2)
 
     def transactional_id(self, slot: int) -> str:
         base = self.settings.transactional_id
@@ -84,6 +113,9 @@ class RawSink:
         conf: dict[str, object] = {**self.client_config,
                                    "transaction.timeout.ms": k.transaction_timeout_ms,
                                    "linger.ms": 1, **k.producer}
+        if self.topic_max_bytes is not None:
+            conf["message.max.bytes"] = min(int(conf.get("message.max.bytes", 1_000_000)),  # type: ignore[call-overload]
+                                            self.topic_max_bytes)
         producer = TransactionalProducer(conf, self.transactional_id(slot))
         producer.init()
         self.producers[slot] = producer

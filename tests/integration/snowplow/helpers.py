@@ -11,7 +11,7 @@ from typing import Any
 import requests
 from snowplow_tracker import Emitter, Tracker
 
-from .conftest import read_committed, wait_until
+from .conftest import read_committed, wait_enriched, wait_until
 
 
 @dataclass
@@ -58,11 +58,16 @@ def flush_all(emitter: Emitter, timeout: float = 60) -> None:
                timeout, "the tracker to drain its buffer", every=0.2)
 
 
-def landed(bootstrap: str, topics: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """Good envelopes and bad rows (as JSON) by topic role."""
+def landed(bootstrap: str, topics: dict[str, str], group: str | None = None
+           ) -> dict[str, list[dict[str, Any]]]:
+    """Good envelopes and bad rows (as JSON) by topic role, once enrich has caught up with
+    the raw topic (``group``: its consumer group; by default the fixture's naming)."""
+    if "raw" in topics:
+        wait_enriched(bootstrap, topics["raw"],
+                      group or "itest-enrich-" + topics["raw"].rsplit("-", 1)[-1])
     by_topic = {v: k for k, v in topics.items()}
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in topics}
-    names = [t for role, t in topics.items() if role != "ledger"]
+    names = [t for role, t in topics.items() if role not in ("ledger", "raw")]
     for topic, _key, value in read_committed(bootstrap, names):
         out[by_topic[topic]].append(json.loads(value))
     return out

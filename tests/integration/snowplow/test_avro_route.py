@@ -33,6 +33,7 @@ def test_page_views_as_avro(collector: Callable[..., CollectorProcess], kafka_bo
                                             "kind: page_view\n    format: avro\n")
     c.config_path.write_text(cfg)
     c.terminate()
+    c.terminate_enrich()   # enrich routes and encodes: it must read the new config too
     c.start()
     tracker, emitter, outcomes = make_tracker(c.endpoint, batch_size=4)
     views = [tracker.track(PageView(page_url=f"https://shop.example/{i}", page_title="P"))
@@ -40,6 +41,7 @@ def test_page_views_as_avro(collector: Callable[..., CollectorProcess], kafka_bo
     other = tracker.track(StructuredEvent(category="c", action="a"))
     flush_all(emitter)
     assert len(outcomes.ok) == 4
+    c.wait_enriched()
     client = SchemaRegistryClient({"url": registry_url})
     decode = AvroDeserializer(client)
     got = {}

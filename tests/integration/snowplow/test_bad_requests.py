@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 TP2 = "/com.snowplowanalytics.snowplow/tp2"
 PAYLOAD_DATA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
-BAD_ROW = SchemaKey.parse("iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0")
+BAD_ROW = SchemaKey.parse("iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-1")
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
@@ -97,33 +97,41 @@ def test_binary_body_and_hard_limit(collector: Callable[..., CollectorProcess],
     assert rows[1]["original"]["size"] > 16384
 
 
-def test_kafka_refusing_the_batch_is_503_never_200(collector: Callable[..., CollectorProcess],
-                                                    kafka_bootstrap: str) -> None:
-    """The default topic takes at most 2 KB per record; a bigger event aborts the transaction."""
+def test_records_fit_the_raw_topic_and_events_kafka_refuses_are_bad_rows(
+        collector: Callable[..., CollectorProcess], kafka_bootstrap: str) -> None:
+    """The raw topic takes at most 8 KB per record, the default topic 2 KB.
+
+    The collector sizes its records to the raw topic's limit, so a request with an event
+    too large for it is split and the event kept as a sample: 200 and a ``size`` bad row,
+    never a 503 Kafka would answer for ever. An event whose raw record fits but whose
+    envelope is too large for the default topic becomes a ``size/rejected_by_kafka`` bad
+    row in enrich, and the events beside it land."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     c = collector(start=False, limits={"max_event_bytes": 100_000})
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    admin.create_topics([NewTopic(c.topics["default"], 1, -1,
-                                  config={"max.message.bytes": "2048"})])[
-        c.topics["default"]].result(30)
+    for role, limit in (("raw", "8192"), ("default", "2048")):
+        admin.create_topics([NewTopic(c.topics[role], 1, -1,
+                                      config={"max.message.bytes": limit})])[
+            c.topics[role]].result(30)
     c.start()
-    tracker, emitter, outcomes = make_tracker(c.endpoint, batch_size=1)
     import snowplow_tracker
 
-    big = tracker.track(snowplow_tracker.StructuredEvent(category="c", action="a",
-                                                         label="z" * 5000))
-    emitter.flush()
-    assert outcomes.failed == [big] and outcomes.ok == []
-    emitter.retry_timer.cancel()
-    assert httpx.get(f"{c.url}/sink-health").status_code == 503
-    tracker2, emitter2, outcomes2 = make_tracker(c.endpoint, batch_size=1)
-    small = tracker2.track(PageView(page_url="https://shop.example/"))
-    flush_all(emitter2)
-    assert outcomes2.ok == [small]
+    tracker, emitter, outcomes = make_tracker(c.endpoint, batch_size=1)
+    too_big = tracker.track(snowplow_tracker.StructuredEvent(category="c", action="a",
+                                                             label="z" * 20_000))
+    small = tracker.track(PageView(page_url="https://shop.example/"))
+    refused = tracker.track(snowplow_tracker.StructuredEvent(category="c", action="a",
+                                                             label="y" * 3000))
+    flush_all(emitter)
+    assert sorted(outcomes.ok) == sorted([too_big, small, refused]) and not outcomes.failed
     assert httpx.get(f"{c.url}/sink-health").status_code == 200
     found = landed(kafka_bootstrap, c.topics)
     assert [e["event_id"] for e in good_events(found)] == [small]
+    rows = sorted((d["data"]["check"], d["data"]["reason"]) for d in found["bad"])
+    assert rows == [("size", "event_too_large"), ("size", "rejected_by_kafka")]
+    [rejected] = [d["data"] for d in found["bad"] if d["data"]["reason"] == "rejected_by_kafka"]
+    assert rejected["event_id"] == refused
 
 
 def test_check_against_the_real_kafka(kafka_bootstrap: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -132,17 +140,18 @@ def test_check_against_the_real_kafka(kafka_bootstrap: str, tmp_path) -> None:  
 
     from .conftest import ROOT
 
-    def check(bootstrap: str) -> subprocess.CompletedProcess[str]:
+    def check(bootstrap: str, command: str) -> subprocess.CompletedProcess[str]:
         cfg = tmp_path / "c.yaml"
         cfg.write_text(f"kafka: {{bootstrap_servers: '{bootstrap}'}}\n")
-        return subprocess.run([sys.executable, "-m", "sidecar", "snowplow", "--config",
+        return subprocess.run([sys.executable, "-m", "sidecar", command, "--config",
                                str(cfg), "--check"], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
 
-    ok = check(kafka_bootstrap)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
     import re
-    assert re.search(r"iglu: (\d+)/\1 schema\(s\) compile", ok.stdout), ok.stdout
-    assert "kafka: ok" in ok.stdout
-    down = check("127.0.0.1:1")
-    assert down.returncode == 4 and "kafka: FAIL" in down.stdout
+    for command in ("snowplow", "snowplow-enrich"):
+        ok = check(kafka_bootstrap, command)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert re.search(r"iglu: (\d+)/\1 schema\(s\) compile", ok.stdout), ok.stdout
+        assert "kafka: ok" in ok.stdout and "conveyor.raw.snowplow" in ok.stdout
+        down = check("127.0.0.1:1", command)
+        assert down.returncode == 4 and "kafka: FAIL" in down.stdout

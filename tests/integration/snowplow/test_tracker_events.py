@@ -162,13 +162,15 @@ def test_tracker_retries_are_not_duplicated(collector: Callable[..., CollectorPr
             r = client.post("/com.snowplowanalytics.snowplow/tp2", content=body,
                             headers={"Content-Type": "application/json; charset=utf-8"})
             assert r.status_code == 200
+    c.wait_enriched()
     c.terminate()
-    c.start()   # a restart reads the ledger back: the retry is still recognised
+    c.terminate_enrich()
+    c.start()   # enrich's restart reads the ledger back: the retry is still recognised
     with httpx.Client(base_url=c.url) as client:
         r = client.post("/com.snowplowanalytics.snowplow/tp2", content=body,
                         headers={"Content-Type": "application/json"})
         assert r.status_code == 200
     landed_ids = [e["event_id"] for e in good_events(landed(kafka_bootstrap, c.topics))]
     assert sorted(landed_ids) == sorted(e["eid"] for e in events)
-    metrics = httpx.get(f"{c.url}/metrics").text
-    assert 'conveyor_snowplow_events_total{outcome="duplicate"} 5.0' in metrics
+    metrics = httpx.get(f"{c.enrich_url}/metrics").text
+    assert 'conveyor_snowplow_enrich_events_total{outcome="duplicate"} 5.0' in metrics

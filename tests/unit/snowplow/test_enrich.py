@@ -171,7 +171,7 @@ class Msg:
         self._p, self._o, self._raw = partition, offset, raw
 
     def topic(self) -> str:
-        return "snowplow.raw"
+        return "conveyor.raw.snowplow"
 
     def partition(self) -> int:
         return self._p
