@@ -234,3 +234,36 @@ def test_a_retry_racing_its_original_waits_for_it(first_fails: bool) -> None:
     run(main())
     assert sorted(o.dedup_id for o in sink.written) == (
         ["a", "b"] if first_fails else ["a", "b", "x"])
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["index-named", "index-unknown"])
+def test_a_refused_record_fails_only_its_own_request(named: bool) -> None:
+    """Kafka refusing one record (RecordRejected) fails that request alone; the others of
+    the batch are committed without it, also when Kafka does not say which record."""
+    from sidecar.exactly_once.producer import RecordRejected
+
+    class Refusing(FakeSink):
+        def commit(self, outputs, slot=0):  # type: ignore[no-untyped-def]
+            for i, o in enumerate(outputs):
+                if o.dedup_id == "poison-0":
+                    self.batches.append(list(outputs))
+                    raise RecordRejected(i if named else None, "MSG_SIZE_TOO_LARGE")
+            return super().commit(outputs, slot)
+
+    sink = Refusing()
+
+    async def main() -> None:
+        c = GroupCommitter(sink, CommitSettings(max_wait_ms=50), Metrics())
+        c.start()
+        results = await asyncio.gather(
+            *(c.submit([out(f"{r}-{j}") for j in range(3)]) for r in range(4)),
+            c.submit([out("poison-0")]),
+            *(c.submit([out(f"late-{r}")]) for r in range(2)), return_exceptions=True)
+        await c.close()
+        assert [type(r).__name__ for r in results] == (["Committed"] * 4 + ["SinkUnavailable"]
+                                                       + ["Committed"] * 2)
+        assert c.healthy   # Kafka is fine; one request was not
+
+    run(main())
+    assert sorted(o.dedup_id for o in sink.written) == sorted(
+        [f"{r}-{j}" for r in range(4) for j in range(3)] + ["late-0", "late-1"])
