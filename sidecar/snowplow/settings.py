@@ -161,7 +161,7 @@ class CommitSettings(FrozenModel):
 
 
 class DedupSettings(FrozenModel):
-    # The compacted ledger topic of committed event ids, shared by all collector replicas
+    # The compacted ledger topic of committed event ids, shared by all enrich instances
     # of one pipeline and read back on start. Empty: in-process memory only (a restart or
     # another replica then lets a tracker retry through as a duplicate).
     ledger_topic: str = Field(default="conveyor.ledger.snowplow", pattern=r"^$|" + _TOPIC)
