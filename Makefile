@@ -35,8 +35,8 @@ images: engine ## Build every image in docker/ (cached; fast when nothing change
 
 .PHONY: up
 up: venv images ## Start the whole stack and wait until every service is healthy
-	@$(WITH_ENV) $(PY) -m tests.integration.stack preflight
-	@$(WITH_ENV) $(PY) -m tests.integration.stack up
+	@$(WITH_ENV) $(PY) -m devstack.stack preflight
+	@$(WITH_ENV) $(PY) -m devstack.stack up
 
 .PHONY: down
 down: engine ## Stop the stack; its data stays in named volumes
@@ -56,7 +56,7 @@ demo: venv up ## Run the pipeline locally and print a summary of what landed
 
 .PHONY: lint
 lint: venv ## ruff and mypy over the Python code
-	$(VENV)/bin/ruff check sidecar connectors tests bench
+	$(VENV)/bin/ruff check sidecar connectors devstack demo tests bench
 	$(VENV)/bin/mypy
 
 .PHONY: unit
@@ -66,7 +66,7 @@ unit: venv ## Unit tests of Python and Java (start nothing)
 
 .PHONY: itest
 itest: venv images ## Integration tests against the real stack in containers
-	@$(WITH_ENV) $(PY) -m tests.integration.stack preflight
+	@$(WITH_ENV) $(PY) -m devstack.stack preflight
 	@$(WITH_ENV) $(VENV)/bin/pytest -q --durations=10 --durations-min=5 tests/integration
 
 .PHONY: test

@@ -16,8 +16,8 @@ from confluent_kafka import Producer
 
 from connectors.rest import ConnectClient
 from demo import pipeline
-from tests.integration.committed import consume_committed
-from tests.integration.stack import Stack
+from devstack.committed import consume_committed
+from devstack.stack import Stack
 
 DEMO_EVENTS = 100
 

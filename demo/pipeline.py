@@ -37,9 +37,9 @@ from snowplow_tracker import (
 from connectors import deploy
 from connectors.configs import load_profile
 from connectors.rest import ConnectClient
-from tests.integration.committed import consume_committed
-from tests.integration.stack import Stack, wait_until
-from tests.integration.topology import declare_topology
+from devstack.committed import consume_committed
+from devstack.stack import Stack, wait_until
+from devstack.topology import declare_topology
 
 ORDERS, ROBOT_READINGS, RMQ_POISON = 300, 200, 6
 PAGE_VIEWS, STRUCT_EVENTS, SP_ORDERS, SP_REJECTED = 120, 60, 40, 5

@@ -35,9 +35,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors import deploy
 from connectors.rest import ConnectClient
+from devstack.stack import Stack
 from tests.integration.connectors.bridges import RabbitMQWriter, order
 from tests.integration.connectors.conftest import Run, for_test, table
-from tests.integration.stack import Stack
 
 TARGET_ROWS_S = 5000.0
 TARGET_P99_S = 5.0

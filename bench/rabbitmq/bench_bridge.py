@@ -40,8 +40,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.stack import Stack  # noqa: E402
-from tests.integration.topology import declare_topology  # noqa: E402
+from devstack.stack import Stack  # noqa: E402
+from devstack.topology import declare_topology  # noqa: E402
 
 BODY_BYTES = 1024
 TARGET_RATIO = 0.7

@@ -5,7 +5,7 @@
   no-op otherwise, so tests never run against stale code.
 - A stack that was (even partly) running before is left running at the end; one the tests
   started from nothing is stopped (its volumes stay).
-- With CONVEYOR_STACK=external the endpoint variables of tests/integration/stack.py point at
+- With CONVEYOR_STACK=external the endpoint variables of devstack/stack.py point at
   a stack started elsewhere, and compose is not touched at all.
 - Without a container engine the tests skip locally but fail under CI=true.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.stack import (
+from devstack.stack import (
     COMPOSE_FILE,
     PROJECT,
     READY_TIMEOUT_S,

@@ -13,7 +13,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connectors.rest import ConnectClient
-from tests.integration.stack import Stack
+from devstack.stack import Stack
 
 # Inside the compose network Connect reaches the registry by its service name.
 CONVERTER = {

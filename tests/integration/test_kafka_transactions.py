@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from tests.integration.committed import consume_committed
-from tests.integration.stack import Stack
+from devstack.committed import consume_committed
+from devstack.stack import Stack
 
 
 def test_committed_is_visible_and_aborted_is_not(stack: Stack, unique) -> None:

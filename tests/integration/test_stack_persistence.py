@@ -7,8 +7,8 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connectors.rest import ConnectClient
-from tests.integration.committed import consume_committed
-from tests.integration.stack import Stack
+from devstack.committed import consume_committed
+from devstack.stack import Stack
 
 SCHEMA = '{"type": "record", "name": "Kept", "fields": [{"name": "event_id", "type": "string"}]}'
 

@@ -7,8 +7,8 @@ import httpx
 import pika
 import psycopg
 
-from tests.integration.stack import Stack
-from tests.integration.topology import QUEUE_ARGUMENTS, declare_topology
+from devstack.stack import Stack
+from devstack.topology import QUEUE_ARGUMENTS, declare_topology
 
 TRANSFORMS = [
     "io.conveyor.transforms.EnvelopeUnwrap$Value",
@@ -47,7 +47,7 @@ def test_rabbitmq_round_trip(stack: Stack, unique) -> None:
 
 def test_bridge_queue_has_our_topology(stack: Stack) -> None:
     """The compose bridge declares its queue (sidecar/rabbitmq/examples/compose.yaml) as
-    tests/integration/topology.py does: quorum, no delivery limit, single active consumer."""
+    devstack/topology.py does: quorum, no delivery limit, single active consumer."""
     resp = httpx.get(f"{stack.rabbitmq_management_url}/api/queues/%2F/conveyor.events",
                      auth=(stack.rabbitmq_user, stack.rabbitmq_password), timeout=10)
     resp.raise_for_status()

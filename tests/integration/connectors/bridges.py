@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import Producer
 from snowplow_tracker import Tracker
 
+from devstack.stack import ROOT, Stack
 from sidecar.common.avro import AvroEncoder
 from sidecar.common.envelope import now_ms
 from sidecar.exactly_once.producer import OutRecord, TransactionalProducer
@@ -36,7 +37,6 @@ from sidecar.snowplow.protocol import TP2_PATH
 from sidecar.snowplow.settings import Secrets
 from sidecar.snowplow.settings import settings_from_dict as snowplow_settings
 from sidecar.snowplow.sink import KafkaSink
-from tests.integration.stack import ROOT, Stack
 
 RMQ_SCHEMAS = ROOT / "sidecar" / "rabbitmq" / "schemas"
 PAYLOAD_DATA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"

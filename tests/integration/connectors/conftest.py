@@ -18,7 +18,7 @@ import pytest
 from connectors import deploy
 from connectors.configs import ConnectorFile, load_file
 from connectors.rest import ConnectClient
-from tests.integration.stack import Stack
+from devstack.stack import Stack
 
 from .warehouse import Warehouse
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from connectors.cli import ExitCode, main
 from connectors.rest import ConnectClient
-from tests.integration.stack import Stack
+from devstack.stack import Stack
 
 from .conftest import Run, for_test
 

@@ -13,9 +13,9 @@ from confluent_kafka import Producer
 from connectors import deploy
 from connectors.configs import ConnectorFile
 from connectors.rest import ConnectClient
+from devstack.stack import Stack
 from sidecar.common.avro import AvroEncoder
 from sidecar.common.envelope import envelope_avro_schema, now_ms
-from tests.integration.stack import Stack
 
 from .bridges import RabbitMQWriter, order
 from .conftest import Run, for_test, table

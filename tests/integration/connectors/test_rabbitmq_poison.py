@@ -24,6 +24,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors import deploy
 from connectors.configs import ConnectorFile
+from devstack.stack import Stack
+from devstack.topology import declare_topology
 from tests.integration.processes import free_port
 from tests.integration.rabbitmq.rmq_harness import (
     SCHEMAS,
@@ -34,8 +36,6 @@ from tests.integration.rabbitmq.rmq_harness import (
     wait_for,
     write_config,
 )
-from tests.integration.stack import Stack
-from tests.integration.topology import declare_topology
 
 from .conftest import Run, for_test, table
 from .warehouse import Warehouse

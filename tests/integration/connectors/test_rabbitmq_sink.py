@@ -11,7 +11,7 @@ import pytest
 
 from connectors import deploy
 from connectors.configs import ConnectorFile
-from tests.integration.stack import Stack
+from devstack.stack import Stack
 
 from .bridges import RabbitMQWriter, order, pick
 from .conftest import Run, for_test, table

@@ -11,7 +11,7 @@ from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson, Struc
 
 from connectors import deploy
 from connectors.configs import ConnectorFile
-from tests.integration.stack import Stack
+from devstack.stack import Stack
 
 from .bridges import SnowplowWriter
 from .conftest import Run, for_test, table

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from connectors import deploy
 from connectors.configs import ConnectorFile
 from connectors.rest import ConnectClient
-from tests.integration.stack import Stack, compose
+from devstack.stack import Stack, compose
 
 from .bridges import RabbitMQWriter, Written, order
 from .conftest import Run, for_test, table

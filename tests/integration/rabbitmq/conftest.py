@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.stack import Stack
+from devstack.stack import Stack
 
 NEEDED = ("kafka", "schema-registry", "rabbitmq")
 

@@ -19,8 +19,8 @@ import pika.exceptions
 import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from devstack.topology import bridge_topology
 from tests.integration import processes
-from tests.integration.topology import bridge_topology
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "sidecar" / "rabbitmq" / "schemas"

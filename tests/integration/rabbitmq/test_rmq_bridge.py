@@ -25,8 +25,8 @@ from rmq_harness import (
     write_config,
 )
 
+from devstack.topology import bridge_topology, declare_topology
 from tests.integration.processes import free_port
-from tests.integration.topology import bridge_topology, declare_topology
 
 pytestmark = pytest.mark.integration
 

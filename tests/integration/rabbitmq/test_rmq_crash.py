@@ -23,8 +23,8 @@ from rmq_harness import (
     write_config,
 )
 
+from devstack.topology import declare_topology
 from tests.integration.processes import free_port
-from tests.integration.topology import declare_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -36,9 +36,9 @@ from rmq_harness import (
     write_config,
 )
 
+from devstack.stack import compose
+from devstack.topology import QUEUE_ARGUMENTS, declare_topology
 from tests.integration.processes import free_port
-from tests.integration.stack import compose
-from tests.integration.topology import QUEUE_ARGUMENTS, declare_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,8 +28,8 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from devstack.stack import Stack
 from tests.integration import processes
-from tests.integration.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[3]
 READY_TIMEOUT_S = 60.0

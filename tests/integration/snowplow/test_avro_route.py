@@ -10,7 +10,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from snowplow_tracker import PageView, StructuredEvent
 
-from tests.integration.stack import Stack
+from devstack.stack import Stack
 
 from .conftest import CollectorProcess, read_committed
 from .helpers import flush_all, make_tracker

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from snowplow_tracker import Emitter, PageView, SelfDescribing, SelfDescribingJson, Tracker
 
+from devstack.committed import consume_committed
 from sidecar.snowplow.raw import RawPayload
-from tests.integration.committed import consume_committed
 
 from .conftest import CollectorProcess, wait_until
 from .helpers import Outcomes, drained, duplicates, good_events, landed, make_tracker

@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.committed import consume_committed
 from sidecar.snowplow.raw import RawPayload
-from tests.integration.committed import consume_committed
 
 from .conftest import CollectorProcess, wait_until
 from .helpers import good_events, landed

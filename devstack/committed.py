@@ -32,10 +32,11 @@ def consume_committed(bootstrap: str, topic: str, *, at_least: int = 0,
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(msg.error())
-                at_end.add(msg.partition())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(err)
+                at_end.add(msg.partition() or 0)
                 assigned = {tp.partition for tp in consumer.assignment()}
                 if len(messages) >= at_least and at_end >= assigned:
                     break

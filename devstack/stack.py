@@ -1,4 +1,5 @@
-"""The local stack as tests and `make up` see it: endpoints, readiness probes, restarts.
+"""The local stack as `make up`, the demo, the benchmarks and the tests see it: endpoints,
+readiness probes, restarts.
 
 Endpoints default to the host ports of docker/compose.yml and can all be overridden from
 the environment, so the same tests run against a stack started elsewhere:
@@ -9,9 +10,9 @@ the environment, so the same tests run against a stack started elsewhere:
 Readiness means a real round trip per service (Kafka metadata, a registry query, the
 Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
 
-    python -m tests.integration.stack preflight  # fail clearly if a host port is taken
-    python -m tests.integration.stack up         # compose up -d (retried), then wait
-    python -m tests.integration.stack wait       # block until every service is ready
+    python -m devstack.stack preflight  # fail clearly if a host port is taken
+    python -m devstack.stack up         # compose up -d (retried), then wait
+    python -m devstack.stack wait       # block until every service is ready
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker" / "compose.yml"
 PROJECT = "conveyor"
 READY_TIMEOUT_S = float(os.environ.get("CONVEYOR_READY_TIMEOUT", "300"))
