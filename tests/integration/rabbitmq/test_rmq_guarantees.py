@@ -176,12 +176,12 @@ def test_a_kafka_outage_longer_than_20_redeliveries_loses_nothing(streams: Strea
     wait_for(lambda: bridge.metric_sum(routed) >= total, 300, "everything routed after")
     wait_for(lambda: s.queue_messages() == 0, 60, "queue drained")
     assert bridge.health() is not None, "healthy again once commits go through"
+    aborts = bridge.metric_sum("conveyor_rabbitmq_transactions_total{outcome=\"aborted\"")
     assert bridge.stop() == 0, bridge.log_tail()
     # RabbitMQ gave up on nothing: no message reached its delivery limit.
     assert s.queue_messages(parked) == 0
     assert_once(s.landed(), {f"pre-{i}" for i in range(n_before)}
                 | {f"out-{i}" for i in range(n_during)})
-    aborts = bridge.metric_sum("conveyor_rabbitmq_transactions_total{outcome=\"aborted\"")
     print(f"outage test: Kafka down {OUTAGE_S:.0f}s, {aborts:.0f} aborted tries, "
           f"{total} messages once")
 
