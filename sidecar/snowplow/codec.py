@@ -12,6 +12,7 @@ without deep recursion anywhere.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -20,6 +21,8 @@ import orjson
 from sidecar.common.envelope import Envelope, iso_ms
 
 JSONDecodeError = json.JSONDecodeError
+# Every event of a request shares its accepted_at: format each timestamp once.
+_iso = functools.lru_cache(maxsize=4096)(iso_ms)
 # Deeper than any tracker payload (Snowplow's own events nest a handful of levels), far
 # below orjson's 1024 and Python's recursion limit, which jsonschema and json.dumps reach.
 MAX_DEPTH = 64
@@ -37,9 +40,17 @@ def loads(data: bytes | str) -> Any:
             doc = json.loads(data)
         except RecursionError:
             raise _too_deep(data) from None
-    if isinstance(doc, dict | list) and depth(doc) > MAX_DEPTH:
+    # Nesting deeper than MAX_DEPTH needs more opening brackets than that: counting them
+    # (at C speed) spares walking the documents that cannot be too deep, nearly all of them.
+    if isinstance(doc, dict | list) and _openers(data) > MAX_DEPTH and depth(doc) > MAX_DEPTH:
         raise _too_deep(data)
     return doc
+
+
+def _openers(data: bytes | str) -> int:
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
 
 
 def depth(doc: Any) -> int:
@@ -80,8 +91,8 @@ def envelope_json(env: Envelope) -> bytes:
         "event_id": env.event_id,
         "event_type": env.event_type,
         "source": env.source,
-        "occurred_at": iso_ms(env.occurred_at_ms) if env.occurred_at_ms is not None else None,
-        "accepted_at": iso_ms(env.accepted_at_ms),
+        "occurred_at": _iso(env.occurred_at_ms) if env.occurred_at_ms is not None else None,
+        "accepted_at": _iso(env.accepted_at_ms),
         "attributes": dict(env.attributes),
         "payload": env.payload,
     }
