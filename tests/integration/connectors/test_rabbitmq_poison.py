@@ -158,7 +158,7 @@ def test_poison_among_good_messages_lands_once_in_kafka_and_in_the_warehouse(
     assert set(landed) == good_ids
 
     dead = read_committed(stack.kafka_bootstrap, [dlq], timeout=60)
-    assert Counter(rec.event_id for rec in dead) == Counter(POISON)  # each once
+    assert Counter(rec.event_id for rec in dead) == Counter(list(POISON))  # each once
     for rec in dead:
         rk, body, reason = POISON[rec.event_id]
         assert rec.headers["conveyor.dlq.reason"] == reason.encode(), rec.event_id
