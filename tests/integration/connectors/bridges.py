@@ -4,9 +4,9 @@
   ids, routing, envelope, Avro through the registry) and its transactional producer. Only
   pika is left out: deliveries are built as plain values, as the bridge's shell does.
 - ``SnowplowWriter``: payloads from the real ``snowplow-tracker`` (captured instead of sent),
-  the collector's core (``CollectorCore.process``: validation, envelope, bad rows) and its
-  Kafka sink (``KafkaSink.commit``: Avro encoding, transactional produce). Only HTTP is left
-  out.
+  enrich's core (``CollectorCore.process``: validation, envelope, bad rows) and its writer
+  (``EnrichWriter``: Avro encoding, transactional produce). Only HTTP, the collector's raw
+  topic and enrich's consumer are left out.
 
 Neither keeps a dedup ledger across instances here, so writing the same events again with a
 new writer puts them in Kafka a second time: a replay, which the sinks must absorb.
@@ -27,16 +27,17 @@ from snowplow_tracker import Tracker
 from devstack.stack import ROOT, Stack
 from sidecar.common.avro import AvroEncoder
 from sidecar.common.envelope import now_ms
+from sidecar.exactly_once.ledger import RecentIds
 from sidecar.exactly_once.producer import OutRecord, TransactionalProducer
 from sidecar.rabbitmq.core import Core, Delivery
 from sidecar.rabbitmq.payloads import load_route_schemas
 from sidecar.rabbitmq.settings import settings_from_dict as rmq_settings
+from sidecar.snowplow.enrich.writer import EnrichWriter
 from sidecar.snowplow.iglu import Resolver
 from sidecar.snowplow.pipeline import CollectorCore, RawRequest
 from sidecar.snowplow.protocol import TP2_PATH
 from sidecar.snowplow.settings import Secrets
 from sidecar.snowplow.settings import settings_from_dict as snowplow_settings
-from sidecar.snowplow.sink import KafkaSink
 
 RMQ_SCHEMAS = ROOT / "sidecar" / "rabbitmq" / "schemas"
 PAYLOAD_DATA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
@@ -194,8 +195,13 @@ class SnowplowWriter:
         })
         self.core = CollectorCore(Resolver(), self.settings.topics.router(),
                                   self.settings.topics.bad, collector="conveyor-snowplow/itest")
-        self.sink = KafkaSink(self.settings, Secrets())
-        self.sink.start()
+        secrets = Secrets()
+        self._producer = TransactionalProducer(secrets.kafka_client_config(self.settings),
+                                               f"itest-snowplow-{instance}")
+        self._producer.init()
+        self.writer = EnrichWriter(self._producer.commit, None,
+                                   RecentIds(10_000),
+                                   AvroEncoder(stack.schema_registry_url))
 
     @staticmethod
     def tracker(app_id: str = "shop") -> tuple[Tracker, CaptureEmitter]:
@@ -211,10 +217,11 @@ class SnowplowWriter:
                                                 "user-agent": "itest-agent"},
                          body, now_ms(), "10.1.2.3")
         processed = self.core.process(req)
-        result = self.sink.commit(processed.outputs)
+        result = self.writer.commit(self.writer.prepare(processed.outputs), offsets=[],
+                                    group_metadata=None)
         assert not result.duplicates
         good = [o.dedup_id for o in processed.outputs if o.outcome == "good"]
         return [g for g in good if g], processed.bad
 
     def close(self) -> None:
-        self.sink.close()
+        self._producer.close()
