@@ -331,7 +331,7 @@ class QueuePipeline:
         for reason, n in plan.dead_letters.items():
             self.m.produced.labels(self.queue, "dead_letter").inc(n)
             self.m.dead_lettered.labels(self.queue, reason).inc(n)
-        last_tag = self.settlement.committed(now, plan.record_ids)
+        last_tag = self.settlement.committed(now, plan.ledger_ids)
         self._failpoint_after_commit()
         # Only now, with the transaction committed, may RabbitMQ forget these deliveries.
         self._amqp.ack_upto(last_tag)
@@ -396,7 +396,7 @@ class QueuePipeline:
             if refused:
                 # A topic Kafka will never create: its records become dead letters.
                 more = {eid: (KAFKA_REJECTED, f"topic {r.topic}: {refused[r.topic]}")
-                        for eid, r in zip(plan.record_ids, plan.records, strict=True)
+                        for eid, r in zip(plan.ledger_ids, plan.records, strict=True)
                         if r.topic in refused}
                 plan = self._core.plan(prepared, seen, now_ms(), {**forced, **more})
                 self._topics.ensure({r.topic for r in plan.records})
@@ -405,7 +405,7 @@ class QueuePipeline:
             try:
                 self._producer.commit(records, guard=lambda: self._amqp.is_open)
             except RecordRejected as exc:
-                ids = plan.record_ids
+                ids = plan.ledger_ids
                 eid = ids[exc.index] if exc.index is not None and exc.index < len(ids) \
                     else (ids[0] if len(ids) == 1 else None)
                 raise BatchRejected(eid, exc.reason) from exc

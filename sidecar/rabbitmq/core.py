@@ -96,12 +96,12 @@ class Plan:
     """What one transaction produces, and the counts to report once it is committed."""
 
     records: list[OutRecord]
+    # One per record, in order: the event_id behind records[i] (to name the input Kafka
+    # refused), and what the ledger records in the same transaction.
     ledger_ids: list[str]
     duplicates: int
     routed: int
     dead_letters: dict[str, int]
-    # event_id behind each of ``records``, in order (to name the input Kafka refused).
-    record_ids: list[str] = field(default_factory=list)
 
 
 class Core:
@@ -189,8 +189,7 @@ class Core:
                 routed += 1
             else:
                 dead[reason] = dead.get(reason, 0) + 1
-        return Plan(records, [p.event_id for p in fresh], len(duplicates), routed, dead,
-                    [p.event_id for p in fresh])
+        return Plan(records, [p.event_id for p in fresh], len(duplicates), routed, dead)
 
     def build(self, p: Prepared, accepted_at_ms: int) -> tuple[OutRecord, str | None]:
         """The routed record, or a dead letter and its reason."""

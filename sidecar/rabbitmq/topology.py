@@ -52,22 +52,22 @@ class Finding:
     message: str
 
 
+def _sources(info: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """(queue arguments, effective policy); the API answers [] for "no policy"."""
+    pol = info.get("effective_policy_definition") or {}
+    return info.get("arguments") or {}, pol if isinstance(pol, dict) else {}
+
+
 def _setting(info: Mapping[str, Any], arg: str, policy: str) -> Any:
     """A queue setting from its arguments (x-...) or, failing that, its effective policy
     (RabbitMQ applies the argument when both are set, except numeric limits: see below)."""
-    args = info.get("arguments") or {}
-    pol = info.get("effective_policy_definition") or {}
-    if not isinstance(pol, dict):  # the API answers [] for "no policy"
-        pol = {}
+    args, pol = _sources(info)
     return args.get(arg, pol.get(policy))
 
 
 def _limit(info: Mapping[str, Any], arg: str, policy: str) -> int | None:
     """A numeric limit: where argument and policy both set one, the lower applies."""
-    args = info.get("arguments") or {}
-    pol = info.get("effective_policy_definition") or {}
-    if not isinstance(pol, dict):
-        pol = {}
+    args, pol = _sources(info)
     values = [v for v in (args.get(arg), pol.get(policy)) if isinstance(v, int)]
     return min(values) if values else None
 

@@ -175,7 +175,7 @@ def test_a_forced_record_is_dead_lettered_with_the_reason_kafka_gave() -> None:
     (rec,) = plan.records
     assert dict(rec.headers)["conveyor.dlq.reason"] == KAFKA_REJECTED.encode()
     assert plan.dead_letters == {KAFKA_REJECTED: 1}
-    assert plan.record_ids == [p.event_id]
+    assert plan.ledger_ids == [p.event_id]
 
 
 @given(st.recursive(st.integers() | st.text(alphabet="[]{}\"\\ab"),
