@@ -9,6 +9,13 @@ Callers hand over a batch of records and get back only when the batch is *commit
 - ``TransactionAborted``: the transaction was aborted (abortable error, or the outcome
   could not be decided before the transaction timeout); nothing of it is visible, so the
   caller keeps its inputs and tries again;
+- ``CommitUndecided`` (a ``TransactionAborted``): ``commit_transaction()`` was still
+  retriable at the transaction timeout (Kafka restarting, say). Its outcome is unknown:
+  the commit may have reached the coordinator. librdkafka keeps that call in progress and
+  refuses an abort (``_CONFLICT``), so the producer replaces its client: the new one's
+  ``init_transactions()`` fences the old and waits until the coordinator has finished or
+  aborted the transaction. Only then is the outcome readable (a read_committed consumer or
+  the ledger read to its end), and the caller must read it before retrying;
 - ``FatalKafkaError``: fenced by a newer owner of the ``transactional.id``, or a fatal
   librdkafka error. This producer is done: the caller builds a new one (whose
   ``init_transactions()`` fences this one and aborts what it left open) or stops.
@@ -22,6 +29,7 @@ with fake ``KafkaError`` values.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
@@ -67,6 +75,11 @@ class RecordRejected(TransactionAborted):
         super().__init__(f"Kafka refused {where}: {reason}")
         self.index = index
         self.reason = reason
+
+
+class CommitUndecided(TransactionAborted):
+    """The commit's outcome is unknown until the ledger (or the output) is read again; the
+    producer has already replaced its client, which fenced the one that was committing."""
 
 
 class Step(enum.Enum):
@@ -117,7 +130,9 @@ class TransactionalProducer:
     """
 
     def __init__(self, config: dict[str, object], transactional_id: str, *,
-                 producer: Any = None, clock: Callable[[], float] = time.monotonic,
+                 producer: Any = None,
+                 factory: Callable[[dict[str, object]], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
                  pause: Callable[[float], None] = time.sleep) -> None:
         conf = {
             "enable.idempotence": True,
@@ -132,22 +147,29 @@ class TransactionalProducer:
         }
         self.transactional_id = transactional_id
         self._txn_timeout_s = float(conf["transaction.timeout.ms"]) / 1000  # type: ignore[arg-type]
-        self._producer = producer if producer is not None else Producer(conf)
+        self._conf = conf
+        # Builds a client for ``conf``: a replacement after an undecided call needs one.
+        self._factory: Callable[[dict[str, object]], Any] = factory or Producer
+        self._producer = producer if producer is not None else self._factory(conf)
         self._clock, self._pause = clock, pause
+        self.replacements = 0
         self._initialised = False
         self._abort_pending = False
         self._failed: list[tuple[str, bytes | None, bytes | None, KafkaError]] = []
 
     # -- the API ----------------------------------------------------------------------
 
-    def init(self) -> None:
+    def init(self) -> bool:
         """init_transactions(), once: librdkafka refuses a second call on a ready producer,
-        so callers may retry their own start-up (topics, ledger) around it freely.
+        so callers may retry their own start-up (topics, ledger) around it freely. True
+        when it ran now: a previous owner (or this producer's replaced client) was fenced
+        just now, so what it committed last is only now decided: read it before deciding.
         Raises TransactionAborted when Kafka does not answer in time (try again later)."""
         if self._initialised:
-            return
+            return False
         self._call("init_transactions", self._producer.init_transactions, INIT_DEADLINE_S)
         self._initialised = True
+        return True
 
     def commit(self, records: Sequence[OutRecord], *,
                guard: Callable[[], bool] | None = None,
@@ -171,9 +193,15 @@ class TransactionalProducer:
             err = kafka_error(exc)
             if err.fatal():
                 raise FatalKafkaError(_describe("begin_transaction", err)) from exc
+            if err.code() == KafkaError._CONFLICT:
+                # An earlier call is still in progress inside librdkafka: only fencing
+                # this client ends it.
+                self._replace("begin_transaction", err)
+                raise CommitUndecided(_describe("begin_transaction", err)) from exc
             # Still in a failed transaction's state: it needs its abort before anything.
             self._abort_pending = True
             raise TransactionAborted(_describe("begin_transaction", err)) from exc
+        clients = self.replacements
         try:
             for i, rec in enumerate(records):
                 self._produce(i, rec)
@@ -184,11 +212,12 @@ class TransactionalProducer:
             if guard is not None and not guard():
                 raise TransactionAborted("aborted before commit: the input was lost")
             self._call("commit_transaction", self._producer.commit_transaction,
-                       self._txn_timeout_s)
-        except FatalKafkaError:
+                       self._txn_timeout_s, undecided=True)
+        except (FatalKafkaError, CommitUndecided):
             raise
         except TransactionAborted as exc:
-            self._abort()
+            if self.replacements == clients:   # a replaced client has nothing to abort
+                self._abort()
             rejected = self._rejected(records)
             if rejected is not None and not isinstance(exc, RecordRejected):
                 raise rejected from exc
@@ -248,9 +277,15 @@ class TransactionalProducer:
         return RecordRejected(None, _describe("delivery", err)
                               + f" ({len(self._failed)} records refused)")
 
-    def _call(self, what: str, fn: Callable[[float], object], deadline_s: float) -> None:
+    def _call(self, what: str, fn: Callable[[float], object], deadline_s: float, *,
+              undecided: bool = False) -> None:
         """One transactional call under the contract: retry while retriable (until the
-        deadline), abort on txn_requires_abort, fatal otherwise."""
+        deadline), abort on txn_requires_abort, fatal otherwise.
+
+        Still retriable at the deadline, the call is still in progress inside librdkafka,
+        and no other transactional call is accepted until it ends: the client is replaced
+        (see ``_replace``). For ``commit_transaction`` (``undecided``) that leaves the
+        outcome unknown to the caller: ``CommitUndecided``."""
         start = self._clock()
         attempt = 0
         while True:
@@ -267,9 +302,14 @@ class TransactionalProducer:
                 if step is Step.ABORT:
                     raise TransactionAborted(_describe(what, err)) from exc
                 if self._clock() - start >= deadline_s:
-                    raise TransactionAborted(
-                        f"{_describe(what, err)} (still retriable after {deadline_s:.0f}s)"
-                    ) from exc
+                    why = f"{_describe(what, err)} (still retriable after {deadline_s:.0f}s)"
+                    if what == "init_transactions":
+                        raise TransactionAborted(why) from exc   # nothing in progress
+                    self._replace(what, err)
+                    if undecided:
+                        raise CommitUndecided(why + ": outcome unknown, read it back") \
+                            from exc
+                    raise TransactionAborted(why) from exc
                 if attempt in (1, 10) or attempt % 100 == 0:
                     log.warning("kafka.retry", extra={"call": what, "error": err.name(),
                                                       "attempt": attempt})
@@ -290,6 +330,11 @@ class TransactionalProducer:
                 if err.code() == KafkaError._STATE and not err.fatal():
                     self._abort_pending = False
                     return
+                if err.code() == KafkaError._CONFLICT and not err.fatal():
+                    # Another call (a commit) is still in progress: no abort is accepted
+                    # until it ends, so fence it instead; that aborts or finishes it.
+                    self._replace("abort_transaction", err)
+                    return
                 step = decide(err)
                 if step is Step.RETRY and self._clock() - start < self._txn_timeout_s:
                     self._pause(RETRY_PAUSE_S)
@@ -301,3 +346,22 @@ class TransactionalProducer:
                     log.warning("kafka.abort_undecided", extra={"error": err.name()})
                     return
                 raise FatalKafkaError(_describe("abort_transaction", err)) from exc
+
+    def _replace(self, what: str, err: KafkaError) -> None:
+        """A new client with the same transactional.id, initialised when Kafka answers: its
+        init_transactions() fences the old one and returns only once the coordinator has
+        finished (committed or aborted) whatever the old one had in progress. The old
+        client's queued records are purged so that dropping it never blocks."""
+        log.warning("kafka.producer_replaced", extra={"call": what, "error": err.name(),
+                                                      "transactional_id":
+                                                          self.transactional_id})
+        old = self._producer
+        with contextlib.suppress(Exception):
+            old.purge()
+        self._producer = self._factory(self._conf)
+        self.replacements += 1
+        self._initialised = False
+        self._abort_pending = False
+        self._failed.clear()
+        with contextlib.suppress(TransactionAborted):
+            self.init()   # else the next commit() inits first

@@ -378,10 +378,13 @@ class QueuePipeline:
         assert self._ledger is not None
         try:
             fresh_owner = self._own()
+            assert self._producer is not None
+            # A producer that replaced its client after an undecided commit initialises
+            # it here, before the ledger is read: only then is that commit decided.
+            fresh_owner = self._producer.init() or fresh_owner
         except FatalKafkaError:
             self._drop_producer()
             raise
-        assert self._producer is not None
         prepared = [self._core.prepare(d) for d in items]
         # Read the ledger to its end when the answer may differ from what we have: a new
         # owner (the old one's last commits), a retry (the failed try may have committed),

@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
 from sidecar.exactly_once.ledger import DedupLedger, LedgerUnavailable, RecentIds
-from sidecar.exactly_once.producer import TransactionalProducer
+from sidecar.exactly_once.producer import CommitUndecided, TransactionalProducer
 from sidecar.exactly_once.topics import TopicCreator
 
 from ..iglu import Resolver
@@ -260,6 +260,10 @@ class EnrichRunner:
                     return False
                 outputs[i] = self.enricher.rejected(outputs[i], sources[i], exc.reason)
                 continue
+            except CommitUndecided as exc:
+                # The offsets may have been committed with it: only the group's committed
+                # offsets say where to read on, so the member is rebuilt from them.
+                raise FatalKafkaError(f"commit outcome unknown: {exc}") from exc
             except (TransactionAborted, LedgerUnavailable, SinkUnavailable,
                     RegistryUnavailable) as exc:
                 log.warning("enrich.batch_aborted", extra={"error": str(exc),

@@ -3,6 +3,7 @@ it can be SIGKILLed), publish with confirms, and read back what Kafka *committed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -26,12 +27,15 @@ ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "sidecar" / "rabbitmq" / "schemas"
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, pause: float = 0.2) -> None:
-    """Poll ``check`` until true; a deadline, never a fixed sleep standing in for readiness."""
+def wait_for(check: Callable[[], bool], timeout: float, what: str, pause: float = 0.2,
+             explain: Callable[[], str] | None = None) -> None:
+    """Poll ``check`` until true; a deadline, never a fixed sleep standing in for readiness.
+    ``explain`` adds what the failure needs to be understood (a bridge's log tail, say)."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:.0f}s")
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise TimeoutError(f"{what} within {timeout:.0f}s{detail}")
         time.sleep(pause)
 
 
@@ -190,8 +194,11 @@ class Publisher:
                 time.sleep(0.5)  # back off while the broker restarts; not a readiness wait
 
     def close(self) -> None:
+        # A BlockingConnection answers heartbeats only while it is used: one left idle
+        # through a long wait may already be closed by the broker, which is fine here.
         if self.conn is not None and self.conn.is_open:
-            self.conn.close()
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                self.conn.close()
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,9 @@ def test_a_kafka_outage_longer_than_20_redeliveries_loses_nothing(streams: Strea
         compose("start", "kafka")
     s.stack.wait(["kafka"])
     total = n_before + n_during
-    wait_for(lambda: bridge.metric_sum(routed) >= total, 300, "everything routed after")
+    wait_for(lambda: bridge.metric_sum(routed) >= total, 300, "everything routed after",
+             explain=lambda: f"routed {bridge.metric_sum(routed):.0f} of {total}; "
+                             f"health {bridge.health()}\n{bridge.log_tail(80)}")
     wait_for(lambda: s.queue_messages() == 0, 60, "queue drained")
     assert bridge.health() is not None, "healthy again once commits go through"
     aborts = bridge.metric_sum("conveyor_rabbitmq_transactions_total{outcome=\"aborted\"")

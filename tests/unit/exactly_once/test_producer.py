@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
 from sidecar.exactly_once.producer import (
+    CommitUndecided,
     OutRecord,
     RecordRejected,
     Step,
@@ -83,6 +84,9 @@ class FakeProducer:
     def flush(self, timeout: float) -> int:
         return 0
 
+    def purge(self) -> None:
+        self.calls.append("purge")
+
 
 class _Msg:
     def __init__(self, topic: str, key: bytes | None, value: bytes | None) -> None:
@@ -109,11 +113,20 @@ class Clock:
         self.now += s
 
 
-def make(fake: FakeProducer, clock: Clock | None = None,
-         timeout_ms: int = 60_000) -> TransactionalProducer:
+def make(fake: FakeProducer, clock: Clock | None = None, timeout_ms: int = 60_000,
+         replacements: list[FakeProducer] | None = None) -> TransactionalProducer:
+    """``replacements``: the clients the producer gets, in order, when it replaces one."""
     clock = clock or Clock()
+    spare = list(replacements or [])
+
+    def factory(conf: dict[str, object]) -> FakeProducer:
+        assert conf["transactional.id"] == "tid"
+        new = spare.pop(0)
+        new.on_delivery = p._on_delivery
+        return new
+
     p = TransactionalProducer({"transaction.timeout.ms": timeout_ms}, "tid", producer=fake,
-                              clock=clock, pause=clock.sleep)
+                              factory=factory, clock=clock, pause=clock.sleep)
     fake.on_delivery = p._on_delivery
     return p
 
@@ -175,15 +188,63 @@ def test_commit_retried_until_it_returns() -> None:
     assert "abort" not in fake.calls
 
 
-def test_commit_still_retriable_at_the_transaction_timeout_is_aborted() -> None:
-    """Past transaction.timeout.ms the coordinator has aborted the transaction: the outcome
-    is decided, so the caller is told 'aborted' (and the abort is made sure of)."""
+def conflict() -> KafkaException:
+    return kerr(KafkaError._CONFLICT, retriable=True)
+
+
+def test_commit_still_retriable_at_the_transaction_timeout_is_undecided() -> None:
+    """Kafka restarting: commit_transaction() stays retriable past the transaction timeout.
+    The commit may have reached the coordinator, and librdkafka keeps the call in progress,
+    answering any abort or begin with _CONFLICT (what a real run showed, stuck for good).
+    So the outcome is reported unknown, and the client is replaced: the new one's
+    init_transactions() fences the old and decides its transaction."""
     clock = Clock()
-    fake = FakeProducer({"commit": [kerr(**RETRIABLE) for _ in range(10_000)]})
-    with pytest.raises(TransactionAborted, match="still retriable"):
-        make(fake, clock, timeout_ms=5_000).commit(RECORDS)
-    assert fake.calls[-1] == "abort"
+    old = FakeProducer({"commit": [kerr(KafkaError._TIMED_OUT, retriable=True)
+                                   for _ in range(10_000)],
+                        "abort": [conflict()]})
+    new = FakeProducer()
+    p = make(old, clock, timeout_ms=5_000, replacements=[new])
+    with pytest.raises(CommitUndecided, match="still retriable"):
+        p.commit(RECORDS)
     assert clock.now >= 5.0
+    assert old.calls[-1] == "purge" and "abort" not in old.calls
+    assert new.calls == ["init"], "the new client fences the old one at once"
+    assert p.init() is False
+    p.commit(RECORDS)
+    assert new.calls[-1] == "commit" and old.calls[-1] == "purge"
+
+
+def test_a_replacement_kafka_does_not_answer_yet_is_initialised_by_the_next_call() -> None:
+    clock = Clock()
+    old = FakeProducer({"commit": [kerr(retriable=True) for _ in range(10_000)]})
+    new = FakeProducer({"init": [kerr(retriable=True) for _ in range(10_000)]})
+    p = make(old, clock, timeout_ms=1_000, replacements=[new])
+    with pytest.raises(CommitUndecided):
+        p.commit(RECORDS)
+    new.fail["init"] = []
+    assert p.init() is True, "the caller learns that a fence happened just now"
+    p.commit(RECORDS)
+    assert new.calls[-1] == "commit"
+
+
+def test_a_conflicting_call_in_progress_is_fenced_not_retried_forever() -> None:
+    old = FakeProducer({"begin": [kerr(KafkaError._CONFLICT)]})
+    new = FakeProducer()
+    p = make(old, replacements=[new])
+    with pytest.raises(CommitUndecided):
+        p.commit(RECORDS)
+    p.commit(RECORDS)
+    assert old.calls == ["init", "begin", "purge"] and new.calls[-1] == "commit"
+
+
+def test_an_abort_refused_as_conflicting_replaces_the_client() -> None:
+    old = FakeProducer({"commit": [kerr(**ABORTABLE)], "abort": [conflict()]})
+    new = FakeProducer()
+    p = make(old, replacements=[new])
+    with pytest.raises(TransactionAborted):
+        p.commit(RECORDS)
+    p.commit(RECORDS)
+    assert old.calls[-1] == "purge" and new.calls[0] == "init" and new.calls[-1] == "commit"
 
 
 def test_abort_is_retried_while_retriable() -> None:

@@ -53,8 +53,12 @@ class FakeProducer:
         self.closed = False
         self.transactional_id = "tid"
 
-    def init(self) -> None:
+    def init(self) -> bool:
+        """Like the real one: True only for the call that initialised."""
+        if self.inits:
+            return False
         self.inits += 1
+        return True
 
     def commit(self, records: Sequence[OutRecord], guard: Any = None) -> None:
         if self.script:
