@@ -63,6 +63,7 @@ class Stack:
     postgres_dsn: str = field(repr=False)
     rabbitmq_bridge_url: str = "http://localhost:9101"
     collector_url: str = "http://localhost:8080"
+    enrich_url: str = "http://localhost:9102"
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -88,6 +89,7 @@ class Stack:
                              f"{quote(pg_password, safe='')}@localhost:5432/warehouse"),
             rabbitmq_bridge_url=env("RABBITMQ_BRIDGE_URL", "http://localhost:9101"),
             collector_url=env("COLLECTOR_URL", "http://localhost:8080"),
+            enrich_url=env("ENRICH_URL", "http://localhost:9102"),
         )
 
     # -- probes: each returns True once the service does real work ------------------------
@@ -143,6 +145,7 @@ class Stack:
             "postgres": self.postgres_ready,
             "rabbitmq-bridge": lambda: _http_ok(f"{self.rabbitmq_bridge_url}/health"),
             "snowplow-collector": lambda: _http_ok(f"{self.collector_url}/health"),
+            "snowplow-enrich": lambda: _http_ok(f"{self.enrich_url}/health"),
         }
 
     def all_ready(self) -> bool:
@@ -174,6 +177,7 @@ HOST_PORTS = {
     "rabbitmq": [5672, 15672],
     "postgres": [5432],
     "snowplow-collector": [8080],
+    "snowplow-enrich": [9102],
     "rabbitmq-bridge": [9101],
 }
 
