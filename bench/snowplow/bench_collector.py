@@ -11,8 +11,12 @@ end. For each process: events/s, and **CPU seconds per 10,000 events** from the 
 own counters (``/proc/<pid>/stat``), which hold on a shared machine where wall-clock rates
 do not. ``--baseline-src DIR`` also runs the collector found in DIR (an older checkout,
 e.g. ``git archive <rev> sidecar | tar -x -C DIR``) the same way, for the before/after.
+Last, enrich once more without Kafka (``bench_enrich``: the same loop over fake clients),
+in CPU seconds per 10,000 events and as a ratio to ``json.loads`` of the same records;
+``--enrich-baseline-src DIR`` measures an older tree's enrich that way too.
 
     python -m bench.snowplow [--seconds 10] [--concurrency 128] [--baseline-src DIR]
+                             [--enrich-baseline-src DIR]
 
 Environment: KAFKA_BOOTSTRAP (default localhost:9092).
 """
@@ -37,6 +41,8 @@ from typing import Any
 import aiohttp
 import yaml
 from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson, Tracker
+
+from bench.snowplow import bench_enrich
 
 ROOT = Path(__file__).resolve().parents[2]
 TP2 = "/com.snowplowanalytics.snowplow/tp2"
@@ -64,7 +70,7 @@ class _Capture:
 def template_events() -> list[dict[str, str]]:
     """Ten events as the Python tracker's POST emitter would send them."""
     cap = _Capture()
-    tracker = Tracker("bench", cap, app_id="shop")  # type: ignore[arg-type]
+    tracker = Tracker("bench", cap, app_id="shop")
     for i in range(EVENTS_PER_REQUEST):
         if i % 2:
             tracker.track(SelfDescribing(
@@ -335,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the collector's commit.parallel_transactions (default: its own)")
     p.add_argument("--baseline-src", default=None, metavar="DIR",
                    help="also run the collector of this older source tree (mode 'before')")
+    p.add_argument("--enrich-baseline-src", default=None, metavar="DIR",
+                   help="also measure, without Kafka, the enrich of this older source tree")
     args = p.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092")
     modes = ["durable", "unsafe", *(["before"] if args.baseline_src else [])]
@@ -377,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     if "before" in by:
         print(f"collector CPU per event, now / before: "
               f"{durable.cpu_per_10k / by['before'].cpu_per_10k:.2f} (goal <= 0.5)")
+    # The same enrich in process, no Kafka: what the core and writer cost per event alone.
+    offline = bench_enrich.summary(bench_enrich.measure(1000, 5, "avro"))
+    offline_before = (bench_enrich.measure_src(Path(args.enrich_baseline_src), 1000, 5, "avro")
+                      if args.enrich_baseline_src else None)
+    print(bench_enrich.line(offline, "avro", offline_before)
+          + f"; load average {bench_enrich.load()}")
     print(json.dumps({"bench": "snowplow",
                       "durable_events_s": round(durable.events_per_s),
                       "unsafe_events_s": round(unsafe.events_per_s), "ratio": round(ratio, 3),
@@ -387,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                       "cpu_s_per_10k": {r.mode: round(r.cpu_per_10k, 3) for r in results},
                       "enrich_events_s": round(enrich.events_per_s),
                       "enrich_cpu_s_per_10k": round(enrich.cpu_per_10k, 3),
+                      "enrich_core_cpu_s_per_10k": round(offline["cpu_s_per_10k"], 3),
+                      "enrich_core_ratio_to_json_loads": round(offline["ratio_to_json_loads"],
+                                                               1),
                       "load_avg_1m": round(os.getloadavg()[0], 2)}))
     return 0
 
