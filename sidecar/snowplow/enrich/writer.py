@@ -3,7 +3,9 @@
 One batch goes:
 
 1. Avro encoding of the outputs whose route says avro, before the transaction (a value the
-   schema refuses is a bad row, not an aborted batch; a registry that does not answer is);
+   schema refuses is a bad row, not an aborted batch; a registry that does not answer is).
+   The registry is asked once per topic; later events are written behind the framing it
+   gave (``avro.TopicAvro``);
 2. dedup: ids already committed (ledger window, read to its end first when
    ``dedup.sync_each_batch``) or repeated inside the batch are skipped;
 3. the fresh records, one ledger record per fresh id, and the consumer's next offsets
@@ -30,9 +32,9 @@ from sidecar.common.envelope import now_ms
 from sidecar.exactly_once.ledger import DedupLedger, RecentIds
 from sidecar.exactly_once.producer import OutRecord, RecordRejected
 
-from ..avro_schema import ENVELOPE_SCHEMA
 from ..pipeline import Output
 from ..sink import BatchResult, SinkUnavailable, plan_batch
+from .avro import TopicAvro
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class EnrichWriter:
         self.ledger = ledger
         self.window = ledger.window if ledger is not None else window
         self.encoder = encoder
+        self._avro = TopicAvro(encoder) if encoder is not None else None
         self.sync_each_batch = sync_each_batch
         self.sync_timeout_s = sync_timeout_s
 
@@ -73,10 +76,10 @@ class EnrichWriter:
             if o.avro is None:
                 values.append(o.value)
                 continue
-            if self.encoder is None:
+            if self._avro is None:
                 raise SinkUnavailable("an avro route without a schema registry client")
             try:
-                values.append(self.encoder.encode(o.topic, ENVELOPE_SCHEMA, o.avro))
+                values.append(self._avro.encode(o.topic, o.avro))
             except RegistryUnavailable:
                 raise
             except Exception as exc:   # the value does not fit the schema: that event's fault

@@ -1,0 +1,245 @@
+"""Avro envelopes in the Confluent wire format, without a registry round trip per event.
+
+confluent-kafka's ``AvroSerializer`` registers the schema under a subject once, then only
+runs fastavro behind a fixed framing (magic byte 0, 4-byte schema id). Reached through
+``AvroEncoder`` it costs, per event, a JSON dump of the whole schema (to find the
+serializer) and the serializer's rule machinery; fastavro itself walks the schema
+generically, some 50 µs per envelope. So (``TopicAvro``):
+
+- the first event of a topic goes through ``AvroEncoder`` (registration, and its
+  translation of registry errors), and its framing is kept for the topic;
+- later events are written behind that framing by ``compile_writer``: the schema turned
+  once into one small function per field, for the exact Python types the envelope holds
+  (``str``, ``int``, ``float``, ``bool``, ``dict``, ``None``). A value of any other type,
+  or one that does not fit, goes to fastavro (with the serializer's defaults, not strict),
+  whose answer, bytes or exception, is final: the same bytes, the same refusals.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import fastavro
+
+from sidecar.common.avro import AvroEncoder
+
+from ..avro_schema import ENVELOPE_SCHEMA
+
+FRAMING_BYTES = 5
+
+Write = Callable[[bytearray, Any], None]
+
+
+class Unsupported(Exception):
+    """A value the compiled writer does not take as is: fastavro decides."""
+
+
+# The zigzag varint of every length a short string has: one byte each.
+_SHORT = [bytes(((n << 1),)) for n in range(64)]
+
+
+def _long(buf: bytearray, n: int) -> None:
+    """Zigzag varint, as Avro writes int and long."""
+    if not -(1 << 63) <= n < (1 << 63):
+        raise Unsupported("out of range for long")
+    z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        buf.append(z)
+        return
+    out = []
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    buf += bytes(out)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    _long(out, n)
+    return bytes(out)
+
+
+def _utf8(buf: bytearray, s: str) -> None:
+    b = s.encode()
+    n = len(b)
+    if n < 64:
+        buf.append(n << 1)
+    else:
+        _long(buf, n)
+    buf += b
+
+
+def _primitive(kind: str, schema: Any) -> Write:
+    if kind == "null":
+        def write_null(buf: bytearray, v: Any) -> None:
+            if v is not None:
+                raise Unsupported("null")
+        return write_null
+    if kind == "boolean":
+        def write_boolean(buf: bytearray, v: Any) -> None:
+            if type(v) is not bool:
+                raise Unsupported("boolean")
+            buf.append(1 if v else 0)
+        return write_boolean
+    if kind in ("int", "long"):
+        low, high = (-(1 << 31), 1 << 31) if kind == "int" else (-(1 << 63), 1 << 63)
+        logical = schema.get("logicalType") if isinstance(schema, dict) else None
+        if logical not in (None, "timestamp-millis"):
+            raise NotImplementedError(f"logical type {logical}")
+
+        def write_integer(buf: bytearray, v: Any) -> None:
+            if type(v) is not int or not low <= v < high:
+                raise Unsupported(kind)
+            _long(buf, v)
+        return write_integer
+    if kind == "double":
+        pack = struct.Struct("<d").pack
+
+        def write_double(buf: bytearray, v: Any) -> None:
+            if type(v) is not float:
+                raise Unsupported("double")
+            buf += pack(v)
+        return write_double
+    if kind == "string":
+        def write_string(buf: bytearray, v: Any) -> None:
+            if type(v) is not str:
+                raise Unsupported("string")
+            _utf8(buf, v)
+        return write_string
+    raise NotImplementedError(f"Avro type {kind}")
+
+
+def _compile(schema: Any) -> Write:
+    if isinstance(schema, list):
+        return _union(schema)
+    if isinstance(schema, str):
+        return _primitive(schema, schema)
+    kind = schema.get("type")
+    if kind == "record":
+        return _record(schema)
+    if kind == "map":
+        return _map(schema)
+    if isinstance(kind, str | list | dict) and not schema.keys() - {"type", "logicalType"}:
+        return _primitive(kind, schema) if isinstance(kind, str) else _compile(kind)
+    raise NotImplementedError(f"Avro schema {schema!r:.80}")
+
+
+def _union(branches: list[Any]) -> Write:
+    # Only [null, T]: fastavro picks the first branch a value validates against, and for
+    # null or T's exact type that is the branch the type says.
+    if len(branches) != 2 or branches[0] != "null":
+        raise NotImplementedError("unions other than [null, T]")
+    inner = branches[1]
+    if inner == "string" or (isinstance(inner, dict) and inner.get("type") == "string"
+                             and len(inner) == 1):
+        def write_optional_string(buf: bytearray, v: Any) -> None:
+            if v is None:
+                buf.append(0)
+            elif type(v) is str:
+                buf.append(2)
+                _utf8(buf, v)
+            else:
+                raise Unsupported("string")
+        return write_optional_string
+    write = _compile(inner)
+
+    def write_optional(buf: bytearray, v: Any) -> None:
+        if v is None:
+            buf.append(0)
+        else:
+            buf.append(2)
+            write(buf, v)
+    return write_optional
+
+
+def _record(schema: dict[str, Any]) -> Write:
+    fields = [(f["name"], _compile(f["type"])) for f in schema["fields"]]
+
+    def write_record(buf: bytearray, v: Any) -> None:
+        if type(v) is not dict:
+            raise Unsupported("record")
+        # A missing field (fastavro would use its default) is a KeyError: fastavro decides.
+        for name, write in fields:
+            write(buf, v[name])
+    return write_record
+
+
+def _map(schema: dict[str, Any]) -> Write:
+    values = schema["values"]
+    strings = values == "string"
+    write_value = _compile(values)
+
+    def write_map(buf: bytearray, v: Any) -> None:
+        if type(v) is not dict:
+            raise Unsupported("map")
+        if not v:
+            buf.append(0)
+            return
+        _long(buf, len(v))
+        if strings:   # the common case, inlined: tracker parameters, attributes
+            short = _SHORT
+            for key, item in v.items():
+                if type(key) is not str or type(item) is not str:
+                    raise Unsupported("map of strings")
+                kb = key.encode()
+                vb = item.encode()
+                buf += short[len(kb)] if len(kb) < 64 else _varint(len(kb))
+                buf += kb
+                buf += short[len(vb)] if len(vb) < 64 else _varint(len(vb))
+                buf += vb
+        else:
+            for key, item in v.items():
+                if type(key) is not str:
+                    raise Unsupported("map key")
+                _utf8(buf, key)
+                write_value(buf, item)
+        buf.append(0)
+    return write_map
+
+
+def compile_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    """``value -> Avro body`` for ``schema``, byte for byte fastavro's ``schemaless_writer``
+    (not strict); raises what fastavro raises for a value that does not fit."""
+    parsed = fastavro.parse_schema(schema)
+    write = _compile(schema)
+
+    def reference(value: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, value)
+        return out.getvalue()
+
+    def encode(value: dict[str, Any]) -> bytes:
+        buf = bytearray()
+        try:
+            write(buf, value)
+        except (Unsupported, KeyError, UnicodeError, OverflowError):
+            return reference(value)
+        return bytes(buf)
+
+    encode.reference = reference  # type: ignore[attr-defined]
+    return encode
+
+
+_write_envelope = compile_writer(ENVELOPE_SCHEMA)
+
+
+class TopicAvro:
+    """``ENVELOPE_SCHEMA`` values as Confluent-framed Avro, the registry asked once per topic."""
+
+    def __init__(self, encoder: AvroEncoder) -> None:
+        self.encoder = encoder
+        self._framing: dict[str, bytes] = {}
+
+    def encode(self, topic: str, value: dict[str, Any]) -> bytes:
+        """Raises RegistryUnavailable (try later) or another exception (a bad value)."""
+        framing = self._framing.get(topic)
+        if framing is None:
+            out = self.encoder.encode(topic, ENVELOPE_SCHEMA, value)
+            if len(out) > FRAMING_BYTES and out[0] == 0:
+                self._framing[topic] = out[:FRAMING_BYTES]
+            return out
+        return framing + _write_envelope(value)
