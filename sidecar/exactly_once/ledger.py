@@ -149,8 +149,12 @@ class DedupLedger:
                                    "enable.partition.eof": True,
                                    "auto.offset.reset": "earliest",
                                    "fetch.wait.max.ms": LEDGER_FETCH_WAIT_MS})
-        # Only asked for uncommitted high watermarks (see ``sync``); never consumes.
-        self._probe = Consumer({**common, "isolation.level": "read_uncommitted"})
+        # Only asked for uncommitted high watermarks (see ``sync``); never consumes. While
+        # Kafka is down it retries its connection every few tens of milliseconds and logs
+        # each try at error level (thousands of lines a minute, the same as the consumer's
+        # few): its own failures reach us as LedgerUnavailable, so it logs only critical.
+        self._probe = Consumer({**common, "isolation.level": "read_uncommitted",
+                                "log_level": 2})
         self._partitions: list[int] = []
         self._eof: dict[int, int] = {}
         self._next: dict[int, int] = {}
