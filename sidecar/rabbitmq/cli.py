@@ -13,7 +13,7 @@ import click
 
 from sidecar.common import logs
 from sidecar.common.cli import config_and_check_options, load_or_exit
-from sidecar.common.errors import ConfigError, FatalKafkaError
+from sidecar.common.errors import ConfigError
 from sidecar.common.ops import OpsServer
 
 if TYPE_CHECKING:
@@ -26,7 +26,8 @@ class Exit(IntEnum):
     USAGE = 2           # bad command line (click's own code)
     CONFIG = 3          # the config file, routes or schemas are invalid; nothing consumed
     CHECK_FAILED = 4    # --check: a dependency (RabbitMQ, Kafka, registry) is unreachable
-    KAFKA_FATAL = 5     # a fatal producer error at start-up; nothing acked
+    # 5 is retired: a fatal producer error drops that producer and its channel (RabbitMQ
+    # redelivers, the next batch gets a new producer) and the bridge goes on.
     TOPOLOGY = 6        # a queue lets RabbitMQ drop messages, or is shared without single
                         # active consumer (see topology.py); nothing consumed
 
@@ -121,9 +122,6 @@ def _run(settings: BridgeSettings, secrets: Secrets) -> Exit:
                                        "queues": settings.rabbitmq.queues})
     try:
         bridge.run()
-    except FatalKafkaError as exc:
-        log.error("bridge.fatal", extra={"error": str(exc)})
-        return Exit.KAFKA_FATAL
     except Exception:
         log.exception("bridge.failed")
         return Exit.FAILED
