@@ -37,7 +37,7 @@ from connectors import deploy
 from connectors.rest import ConnectClient
 from devstack.stack import Stack
 from tests.integration.connectors.bridges import RabbitMQWriter, order
-from tests.integration.connectors.conftest import Run, for_test, table
+from tests.integration.landing import Run, for_test, table
 
 TARGET_ROWS_S = 5000.0
 TARGET_P99_S = 5.0

@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from connectors import deploy
+from connectors.configs import ConnectorFile
+from connectors.rest import ConnectClient
 from devstack.stack import (
     COMPOSE_FILE,
     PROJECT,
@@ -29,6 +32,9 @@ from devstack.stack import (
     diagnose,
     up,
 )
+
+from .landing import Run
+from .warehouse import Warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +113,39 @@ def unique() -> Callable[[str], str]:
     """Per-test names for topics, queues, groups and tables: ``unique("orders")``."""
     token = uuid.uuid4().hex[:8]
     return lambda name: f"{name}-{token}"
+
+
+# -- landing in the warehouse: the real Connect worker, per-test connector copies ------
+
+@pytest.fixture(scope="session")
+def connect(stack: Stack) -> Iterator[ConnectClient]:
+    client = ConnectClient(stack.connect_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def run() -> Run:
+    return Run()
+
+
+@pytest.fixture
+def warehouse(stack: Stack, run: Run) -> Iterator[Warehouse]:
+    wh = Warehouse(stack.postgres_dsn)
+    yield wh
+    wh.drop(*wh.tables(f"{run.prefix}_"))
+    wh.close()
+
+
+@pytest.fixture
+def deployed(connect: ConnectClient) -> Iterator[Callable[[ConnectorFile], deploy.Applied]]:
+    """``deployed(connector)``: apply it through our deploy code; deleted after the test."""
+    names: list[str] = []
+
+    def apply(c: ConnectorFile) -> deploy.Applied:
+        names.append(c.name)
+        return deploy.apply(connect, c, timeout=120)
+
+    yield apply
+    for name in names:
+        connect.delete(name)

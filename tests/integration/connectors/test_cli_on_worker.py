@@ -13,8 +13,7 @@ from click.testing import CliRunner, Result
 from connectors.cli import ExitCode, main
 from connectors.rest import ConnectClient
 from devstack.stack import Stack
-
-from .conftest import Run, for_test
+from tests.integration.landing import Run, for_test
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -16,10 +16,10 @@ from connectors.rest import ConnectClient
 from devstack.stack import Stack
 from sidecar.common.avro import AvroEncoder
 from sidecar.common.envelope import envelope_avro_schema, now_ms
+from tests.integration.landing import Run, for_test, table
+from tests.integration.warehouse import Warehouse, committed_behind, poll, read_topic
 
 from .bridges import RabbitMQWriter, order
-from .conftest import Run, for_test, table
-from .warehouse import Warehouse, committed_behind, poll, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -26,6 +26,7 @@ from connectors import deploy
 from connectors.configs import ConnectorFile
 from devstack.stack import Stack
 from devstack.topology import declare_topology
+from tests.integration.landing import Run, for_test, table
 from tests.integration.processes import free_port
 from tests.integration.rabbitmq.rmq_harness import (
     SCHEMAS,
@@ -36,9 +37,7 @@ from tests.integration.rabbitmq.rmq_harness import (
     wait_for,
     write_config,
 )
-
-from .conftest import Run, for_test, table
-from .warehouse import Warehouse
+from tests.integration.warehouse import Warehouse
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

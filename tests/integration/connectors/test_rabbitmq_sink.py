@@ -12,10 +12,10 @@ import pytest
 from connectors import deploy
 from connectors.configs import ConnectorFile
 from devstack.stack import Stack
+from tests.integration.landing import Run, for_test, table
+from tests.integration.warehouse import Warehouse, committed_behind, poll
 
 from .bridges import RabbitMQWriter, order, pick
-from .conftest import Run, for_test, table
-from .warehouse import Warehouse, committed_behind, poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -12,10 +12,10 @@ from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson, Struc
 from connectors import deploy
 from connectors.configs import ConnectorFile
 from devstack.stack import Stack
+from tests.integration.landing import Run, for_test, table
+from tests.integration.warehouse import Warehouse, poll
 
 from .bridges import SnowplowWriter
-from .conftest import Run, for_test, table
-from .warehouse import Warehouse, poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

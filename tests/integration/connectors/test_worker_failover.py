@@ -17,10 +17,10 @@ from connectors import deploy
 from connectors.configs import ConnectorFile
 from connectors.rest import ConnectClient
 from devstack.stack import Stack, compose
+from tests.integration.landing import Run, for_test, table
+from tests.integration.warehouse import Warehouse, poll
 
 from .bridges import RabbitMQWriter, Written, order
-from .conftest import Run, for_test, table
-from .warehouse import Warehouse, poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 

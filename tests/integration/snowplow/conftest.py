@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from devstack.stack import Stack
 from tests.integration import processes
+from tests.integration.landing import Run
 
 ROOT = Path(__file__).resolve().parents[3]
 READY_TIMEOUT_S = 60.0
@@ -169,11 +170,20 @@ def collector(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Co
     """``collector(**overrides)``: a started collector with per-test topics."""
     started: list[CollectorProcess] = []
 
-    def make(start: bool = True, **overrides: Any) -> CollectorProcess:
+    def make(start: bool = True, landing: Run | None = None,
+             **overrides: Any) -> CollectorProcess:
+        """``landing``: good events as Avro and bad rows on the topics the local connector
+        files read (renamed for that run by ``for_test``), so the test can deploy them and
+        check the warehouse tables."""
         token = uuid.uuid4().hex[:8]
         topics = {"default": f"sp-events-{token}", "bad": f"sp-bad-{token}",
                   "views": f"sp-views-{token}", "orders": f"sp-orders-{token}",
                   "ledger": f"sp-ledger-{token}", "raw": f"sp-raw-{token}"}
+        if landing is not None:
+            p = landing.prefix
+            topics.update({"default": f"{p}.snowplow.events", "bad": f"{p}.snowplow.bad",
+                           "views": f"{p}.snowplow.page_views",
+                           "orders": f"{p}.snowplow.orders"})
         port = processes.free_port()
         enrich_port = processes.free_port()
         cfg: dict[str, Any] = {
@@ -193,6 +203,11 @@ def collector(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Co
             "dedup": {"ledger_topic": topics["ledger"]},
             "shutdown_timeout_s": 20,
         }
+        if landing is not None:
+            cfg["schema_registry"] = {"url": Stack.from_env().schema_registry_url}
+            cfg["topics"]["default_format"] = "avro"
+            for route in cfg["topics"]["routes"]:
+                route["format"] = "avro"
         for key, value in overrides.items():
             if isinstance(value, dict):
                 cfg.setdefault(key, {}).update(value)

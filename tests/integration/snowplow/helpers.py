@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 from snowplow_tracker import Emitter, Tracker
+
+from devstack.stack import Stack
+from tests.integration.landing import Run, table
+from tests.integration.warehouse import Warehouse, poll
 
 from .conftest import read_committed, wait_enriched, wait_until
 
@@ -68,9 +75,38 @@ def landed(bootstrap: str, topics: dict[str, str], group: str | None = None
     by_topic = {v: k for k, v in topics.items()}
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in topics}
     names = [t for role, t in topics.items() if role not in ("ledger", "raw")]
+    avro: AvroDeserializer | None = None
     for topic, _key, value in read_committed(bootstrap, names):
-        out[by_topic[topic]].append(json.loads(value))
+        if value[:1] == b"\x00":   # the registry's wire format; JSON never starts so
+            if avro is None:
+                avro = AvroDeserializer(SchemaRegistryClient(
+                    {"url": Stack.from_env().schema_registry_url}))
+            doc = avro(value, SerializationContext(topic, MessageField.VALUE))
+        else:
+            doc = json.loads(value)
+        out[by_topic[topic]].append(doc)
     return out
+
+
+def assert_in_warehouse(warehouse: Warehouse, run: Run, good: set[str], bad: set[str],
+                        timeout: float = 300) -> None:
+    """Every good event id a row of its event kind's table, every bad one a row of the
+    bad-rows table; nothing else (the local connector files, deployed for ``run``)."""
+    bad_table = f"{run.prefix}_snowplow_bad_rows"
+
+    def ids() -> tuple[set[str], set[str], int]:
+        rows = [r["event_id"] for t in warehouse.tables(f"{run.prefix}_snowplow_")
+                if t != bad_table for r in warehouse.rows(t)]
+        bad_rows = [r["event_id"] for r in warehouse.rows(bad_table)]
+        return set(rows), set(bad_rows), len(rows) + len(bad_rows)
+
+    landed_good, landed_bad, n = poll(
+        ids, lambda got: got[0] >= good and got[1] >= bad, timeout,
+        f"{len(good)} good events and {len(bad)} bad rows in the warehouse")
+    assert warehouse.exists(table(run, "snowplow", "page_view"))
+    assert landed_good == good, f"{len(landed_good - good)} rows of events never tracked"
+    assert landed_bad == bad
+    assert n == len(good) + len(bad), "an event id in two tables"
 
 
 def good_events(found: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

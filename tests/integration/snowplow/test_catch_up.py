@@ -8,6 +8,11 @@
 - Several trackers send 20,000 events, some of them bad, while enrich is SIGKILLed at
   random moments mid-transaction: every good event lands exactly once, every bad one is
   exactly one bad row.
+
+Both go on to the warehouse: the local connector files, deployed for the test's topics,
+land every good event in its kind's table and every bad one in the bad-rows table. The
+sinks upsert on event_id, so the tables cannot show a duplicate: Kafka is where "once" is
+checked, the tables are where "every event" is.
 """
 
 from __future__ import annotations
@@ -21,11 +26,23 @@ import httpx
 import pytest
 from snowplow_tracker import Emitter, PageView, SelfDescribing, SelfDescribingJson, Tracker
 
+from connectors import deploy
+from connectors.configs import ConnectorFile
 from devstack.committed import consume_committed
 from sidecar.snowplow.raw import RawPayload
+from tests.integration.landing import Run, for_test
+from tests.integration.warehouse import Warehouse
 
 from .conftest import CollectorProcess, wait_until
-from .helpers import Outcomes, drained, duplicates, good_events, landed, make_tracker
+from .helpers import (
+    Outcomes,
+    assert_in_warehouse,
+    drained,
+    duplicates,
+    good_events,
+    landed,
+    make_tracker,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,8 +60,11 @@ def _metric(url: str, name: str) -> float:
 
 @pytest.mark.timeout(900)
 def test_tracker_backlog_after_collector_crashes_is_split_and_lands_once(
-        collector: Callable[..., CollectorProcess], kafka_bootstrap: str) -> None:
-    c = collector(http={"max_body_bytes": 65_536})
+        collector: Callable[..., CollectorProcess], kafka_bootstrap: str, run: Run,
+        warehouse: Warehouse, deployed: Callable[[ConnectorFile], deploy.Applied]) -> None:
+    c = collector(http={"max_body_bytes": 65_536}, landing=run)
+    deployed(for_test("snowplow-events.json", run))
+    deployed(for_test("snowplow-bad-rows.json", run))
     outcomes = Outcomes()
     emitter = Emitter(c.endpoint, protocol="http", method="post",
                       on_success=outcomes.on_success, on_failure=outcomes.on_failure)
@@ -90,12 +110,16 @@ def test_tracker_backlog_after_collector_crashes_is_split_and_lands_once(
     split = [r for r in raw if r.part is not None]
     assert split, "the backlog should have come as a POST over the limit, split by the collector"
     assert max(r.body_size or 0 for r in raw if r.part is None) <= 65_536
+    assert_in_warehouse(warehouse, run, set(tracked), set())
 
 
 @pytest.mark.timeout(900)
 def test_enrich_sigkilled_at_random_moments_loses_and_duplicates_nothing(
-        collector: Callable[..., CollectorProcess], kafka_bootstrap: str) -> None:
-    c = collector(enrich={"max_batch_records": 50, "max_batch_events": 200})
+        collector: Callable[..., CollectorProcess], kafka_bootstrap: str, run: Run,
+        warehouse: Warehouse, deployed: Callable[[ConnectorFile], deploy.Applied]) -> None:
+    c = collector(enrich={"max_batch_records": 50, "max_batch_events": 200}, landing=run)
+    deployed(for_test("snowplow-events.json", run))
+    deployed(for_test("snowplow-bad-rows.json", run))
     threads_n, per_thread = 4, 5_000
     tracked: list[list[tuple[str, bool]]] = [[] for _ in range(threads_n)]
     emitters = []
@@ -161,3 +185,4 @@ def test_enrich_sigkilled_at_random_moments_loses_and_duplicates_nothing(
     assert duplicates(good_ids) == {} and duplicates(bad_ids) == {}
     assert set(good_ids) == want_good
     assert set(bad_ids) == want_bad
+    assert_in_warehouse(warehouse, run, want_good, want_bad)

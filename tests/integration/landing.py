@@ -1,28 +1,20 @@
-"""Fixtures for the connector tests: the real worker, per-test copies of our connector files.
+"""A test's own copy of the local connector files, and the names it lands under.
 
 Each test deploys the files of ``connectors/configs/local/`` with only the names changed:
 its own connector name, source topics, table prefix and dead-letter topic, so tests never
-see each other's rows. Connectors are deleted and tables dropped afterwards.
+see each other's rows.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from connectors import deploy
 from connectors.configs import ConnectorFile, load_file
-from connectors.rest import ConnectClient
-from devstack.stack import Stack
 
-from .warehouse import Warehouse
-
-LOCAL = Path(__file__).resolve().parents[3] / "connectors" / "configs" / "local"
+LOCAL = Path(__file__).resolve().parents[2] / "connectors" / "configs" / "local"
 
 
 @dataclass
@@ -58,40 +50,6 @@ def for_test(file: str, run: Run, **changes: str) -> ConnectorFile:
     cfg["errors.deadletterqueue.topic.name"] = run.dlq(c.name)
     cfg.update(changes)
     return ConnectorFile(name, cfg, c.path, c.notes)
-
-
-@pytest.fixture(scope="session")
-def connect(stack: Stack) -> Iterator[ConnectClient]:
-    client = ConnectClient(stack.connect_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def run() -> Run:
-    return Run()
-
-
-@pytest.fixture
-def warehouse(stack: Stack, run: Run) -> Iterator[Warehouse]:
-    wh = Warehouse(stack.postgres_dsn)
-    yield wh
-    wh.drop(*wh.tables(f"{run.prefix}_"))
-    wh.close()
-
-
-@pytest.fixture
-def deployed(connect: ConnectClient) -> Iterator[Callable[[ConnectorFile], deploy.Applied]]:
-    """``deployed(connector)``: apply it through our deploy code; deleted after the test."""
-    names: list[str] = []
-
-    def apply(c: ConnectorFile) -> deploy.Applied:
-        names.append(c.name)
-        return deploy.apply(connect, c, timeout=120)
-
-    yield apply
-    for name in names:
-        connect.delete(name)
 
 
 def table(run: Run, kind: str, event_type: str) -> str:
