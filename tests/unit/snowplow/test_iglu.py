@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft4Validator
 
 from sidecar.snowplow.iglu import IgluError, Resolver, SchemaKey
 
@@ -95,3 +98,37 @@ class TestResolver:
         assert resolver.validate_self_describing(
             {"schema": ORDER, "data": {"order_id": "o", "total": 1, "currency": "EUR",
                                        "items": 1}}) == []
+
+
+PAYLOAD_DATA = SchemaKey.parse("iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4")
+_param_names = st.sampled_from(["e", "tv", "p", "eid", "url", "ue_px", "cx", "stm", "nope", ""])
+_item = st.one_of(
+    st.dictionaries(_param_names, st.text(max_size=3), max_size=6),
+    st.dictionaries(_param_names, st.one_of(st.text(max_size=3), st.integers(), st.none(),
+                                            st.booleans(), st.lists(st.text(), max_size=1)),
+                    max_size=6),
+    st.fixed_dictionaries({"e": st.just("pv"), "tv": st.just("py"), "p": st.just("web")}),
+    st.text(max_size=3), st.integers(), st.none(), st.lists(st.text(), max_size=2))
+
+
+_RESOLVER = Resolver()
+_REFERENCE = Draft4Validator(_RESOLVER.lookup(PAYLOAD_DATA))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.lists(_item, max_size=4), _item))
+def test_the_string_object_shortcut_agrees_with_the_reference(data: object) -> None:
+    """payload_data (80 plain string parameters) is answered by set operations first: it
+    must call valid exactly what draft 4 calls valid."""
+    resolver, reference = _RESOLVER, _REFERENCE
+    assert resolver.is_valid(PAYLOAD_DATA, data) == reference.is_valid(data)
+    assert (resolver.validate(PAYLOAD_DATA, data) == []) == reference.is_valid(data)
+
+
+def test_the_shortcut_only_takes_schemas_it_can_decide(tmp_path: Path) -> None:
+    loose = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 2}},
+             "additionalProperties": False}
+    _write(tmp_path, "v", "loose", "1-0-0", loose)
+    resolver = Resolver([tmp_path], bundled=False)
+    key = SchemaKey.parse("iglu:v/loose/jsonschema/1-0-0")
+    assert resolver.is_valid(key, {"a": "ab"}) and not resolver.is_valid(key, {"a": "abc"})
