@@ -24,6 +24,7 @@ _STRINGS = ("app_id", "platform", "name_tracker", "v_tracker", "user_id", "domai
             "page_title", "page_referrer", "request_referer", "se_category", "se_action",
             "se_label", "se_property")
 _TIMESTAMPS = ("dvce_created_tstamp", "dvce_sent_tstamp", "true_tstamp", "derived_tstamp")
+_NAMED = (*_STRINGS, *_TIMESTAMPS)
 
 
 def _nullable(t: Any, doc: str | None = None) -> dict[str, Any]:
@@ -61,18 +62,17 @@ ENVELOPE_SCHEMA = envelope_avro_schema("SnowplowEnvelope", NAMESPACE, PAYLOAD_SC
 def avro_value(envelope: Envelope) -> dict[str, Any]:
     """The envelope as plain values that fit ``ENVELOPE_SCHEMA``."""
     p = envelope.payload
-    payload: dict[str, Any] = {name: p.get(name) for name in (*_STRINGS, *_TIMESTAMPS)}
-    payload.update(
-        event=p["event"],
-        collector_tstamp=p["collector_tstamp"],
-        domain_sessionidx=_int32(p.get("domain_sessionidx")),
-        se_value=p.get("se_value"),
-        unstruct_event=(orjson.dumps(p["unstruct_event"]).decode()
-                        if p.get("unstruct_event") is not None else None),
-        contexts=orjson.dumps(p["contexts"]).decode() if p.get("contexts") else None,
-        anonymous=bool(p.get("anonymous")),
-        params={k: v for k, v in p.get("params", {}).items() if isinstance(v, str)},
-    )
+    get = p.get
+    payload: dict[str, Any] = {name: get(name) for name in _NAMED}
+    unstruct, contexts = get("unstruct_event"), get("contexts")
+    payload["event"] = p["event"]
+    payload["collector_tstamp"] = p["collector_tstamp"]
+    payload["domain_sessionidx"] = _int32(get("domain_sessionidx"))
+    payload["se_value"] = get("se_value")
+    payload["unstruct_event"] = orjson.dumps(unstruct).decode() if unstruct is not None else None
+    payload["contexts"] = orjson.dumps(contexts).decode() if contexts else None
+    payload["anonymous"] = bool(get("anonymous"))
+    payload["params"] = {k: v for k, v in get("params", {}).items() if isinstance(v, str)}
     value = envelope.to_avro()
     value["payload"] = payload
     return value

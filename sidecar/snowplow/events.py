@@ -189,13 +189,15 @@ def build_event(params: Mapping[str, Any], ctx: RequestContext, resolver: Resolv
                             "event does not match the payload_data schema", list(violations))
     if not params:
         raise EventRejected("protocol", "empty", "no tracker parameters")
-    bad = sorted(k for k, v in params.items() if not isinstance(v, str))
-    if bad:
-        raise EventRejected("protocol", "tracker_protocol",
-                            f"parameters must be strings: {', '.join(bad[:10])}")
+    for v in params.values():
+        if type(v) is not str:
+            bad = sorted(k for k, v in params.items() if not isinstance(v, str))
+            if bad:
+                raise EventRejected("protocol", "tracker_protocol",
+                                    f"parameters must be strings: {', '.join(bad[:10])}")
     p: dict[str, str] = dict(params)
-    missing = [k for k in ("e", "tv", "p") if not p.get(k)]
-    if missing:
+    if not (p.get("e") and p.get("tv") and p.get("p")):
+        missing = [k for k in ("e", "tv", "p") if not p.get(k)]
         raise EventRejected("protocol", "tracker_protocol",
                             f"required parameters missing: {', '.join(missing)}")
     kind = EVENT_KINDS.get(p["e"])

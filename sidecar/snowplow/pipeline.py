@@ -9,6 +9,7 @@ Deduplication and the Kafka transaction happen later, in the sink.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -209,11 +210,11 @@ class CollectorCore:
     def _one(self, raw: RawEvent, ctx: RequestContext, info: RequestInfo,
              now_ms: int) -> tuple[Output, TrackerEvent | None]:
         index = raw.index if raw.index >= 0 else None
-        eid = raw.params.get("eid")
-        usable_eid = eid.lower() if isinstance(eid, str) and _UUID_RE.match(eid) else None
         try:
             event = build_event(raw.params, ctx, self.resolver, raw.violations)
         except EventRejected as exc:
+            eid = raw.params.get("eid")
+            usable_eid = eid.lower() if isinstance(eid, str) and _UUID_RE.match(eid) else None
             row = BadRow(exc.check, exc.reason, exc.message, raw.original, info, now_ms,
                          self.collector, exc.violations, event_id=usable_eid, event_index=index)
             return self._bad_output(row), None
@@ -244,10 +245,7 @@ class CollectorCore:
         out = Output(
             topic=dest.topic, key=event.event_id.encode(), value=value, outcome="good",
             dedup_id=event.event_id, event_type=envelope.event_type,
-            headers=(("event_type", envelope.event_type.encode()), ("source", SOURCE.encode()),
-                     ("content-type", b"application/json" if avro is None
-                      else b"application/vnd.confluent.avro")),
-            avro=avro,
+            headers=_good_headers(envelope.event_type, avro is not None), avro=avro,
         )
         return out, event
 
@@ -261,3 +259,11 @@ class CollectorCore:
                      ("content-type", b"application/json")),
             check=row.check, reason=row.reason,
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _good_headers(event_type: str, avro: bool) -> tuple[tuple[str, bytes], ...]:
+    # The same few event types all day: one tuple each, not three encodes per event.
+    return (("event_type", event_type.encode()), ("source", SOURCE.encode()),
+            ("content-type", b"application/vnd.confluent.avro" if avro
+             else b"application/json"))

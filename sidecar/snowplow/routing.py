@@ -71,11 +71,13 @@ class Router:
                  default_format: str = "json") -> None:
         self.routes = tuple(routes)
         self.default = Destination(default_topic, default_format, "default")
+        self._destinations = tuple(Destination(r.topic, r.format, r.name or f"route-{i}")
+                                   for i, r in enumerate(self.routes))
 
     def route(self, kind: str, schema: str | None, app_id: str | None) -> Destination:
-        for i, r in enumerate(self.routes):
+        for r, dest in zip(self.routes, self._destinations, strict=True):
             if r.matches(kind, schema, app_id):
-                return Destination(r.topic, r.format, r.name or f"route-{i}")
+                return dest
         return self.default
 
     def topics(self) -> list[str]:

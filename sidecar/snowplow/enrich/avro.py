@@ -37,8 +37,13 @@ class Unsupported(Exception):
     """A value the compiled writer does not take as is: fastavro decides."""
 
 
-# The zigzag varint of every length a short string has: one byte each.
-_SHORT = [bytes(((n << 1),)) for n in range(64)]
+# Length prefixes of short strings (zigzag varints of 0..63: one byte), and the same after
+# a union's branch 1 (one more byte, 2), so that a short string costs one append.
+_SHORT = [bytes((n << 1,)) for n in range(64)]
+_SHORT_OPTIONAL = [bytes((2, n << 1)) for n in range(64)]
+# Map keys (tracker parameter names, attribute names) with their prefix, as they repeat.
+_KEYS: dict[str, bytes] = {}
+_MAX_KEYS = 4096
 
 
 def _long(buf: bytearray, n: int) -> None:
@@ -46,15 +51,14 @@ def _long(buf: bytearray, n: int) -> None:
     if not -(1 << 63) <= n < (1 << 63):
         raise Unsupported("out of range for long")
     z = (n << 1) ^ (n >> 63)
-    if z < 0x80:
-        buf.append(z)
+    if (1 << 35) <= z < (1 << 42):   # epoch millis: six bytes, unrolled
+        buf += bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80,
+                      z >> 21 & 0x7F | 0x80, z >> 28 & 0x7F | 0x80, z >> 35))
         return
-    out = []
     while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
+        buf.append((z & 0x7F) | 0x80)
         z >>= 7
-    out.append(z)
-    buf += bytes(out)
+    buf.append(z)
 
 
 def _varint(n: int) -> bytes:
@@ -67,10 +71,20 @@ def _utf8(buf: bytearray, s: str) -> None:
     b = s.encode()
     n = len(b)
     if n < 64:
-        buf.append(n << 1)
+        buf += _SHORT[n]
     else:
         _long(buf, n)
     buf += b
+
+
+def _key(s: str) -> bytes:
+    found = _KEYS.get(s)
+    if found is None:
+        b = s.encode()
+        found = (_SHORT[len(b)] if len(b) < 64 else _varint(len(b))) + b
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[s] = found
+    return found
 
 
 def _primitive(kind: str, schema: Any) -> Write:
@@ -140,8 +154,13 @@ def _union(branches: list[Any]) -> Write:
             if v is None:
                 buf.append(0)
             elif type(v) is str:
-                buf.append(2)
-                _utf8(buf, v)
+                b = v.encode()
+                if len(b) < 64:
+                    buf += _SHORT_OPTIONAL[len(b)]
+                else:
+                    buf.append(2)
+                    _long(buf, len(b))
+                buf += b
             else:
                 raise Unsupported("string")
         return write_optional_string
@@ -181,16 +200,14 @@ def _map(schema: dict[str, Any]) -> Write:
             return
         _long(buf, len(v))
         if strings:   # the common case, inlined: tracker parameters, attributes
-            short = _SHORT
+            short, keys = _SHORT, _KEYS
             for key, item in v.items():
                 if type(key) is not str or type(item) is not str:
                     raise Unsupported("map of strings")
-                kb = key.encode()
-                vb = item.encode()
-                buf += short[len(kb)] if len(kb) < 64 else _varint(len(kb))
-                buf += kb
-                buf += short[len(vb)] if len(vb) < 64 else _varint(len(vb))
-                buf += vb
+                buf += keys.get(key) or _key(key)
+                b = item.encode()
+                buf += short[len(b)] if len(b) < 64 else _varint(len(b))
+                buf += b
         else:
             for key, item in v.items():
                 if type(key) is not str:
