@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -18,6 +19,8 @@ from sidecar.common.ops import OpsServer
 from ..cli import Exit, check_config, echo_topics
 
 log = logging.getLogger("sidecar.snowplow.enrich")
+# New container objects between two collections of the youngest generation.
+GC_THRESHOLD = 20_000
 
 HELP = f"""Enrich Snowplow raw records into good events and bad rows, exactly once.
 
@@ -95,9 +98,23 @@ def run_check(settings, echo: Callable[[str], None]) -> Exit:
     return Exit.OK
 
 
+def tune_gc() -> None:
+    """Collect garbage less often than CPython's default (every 700 new container objects).
+
+    A batch keeps thousands of outputs alive until its commit (each a few dicts), so the
+    young generations are traversed over and over while they fill: about a tenth of
+    enrich's CPU at the default. What is alive at start (modules, settings, schemas) is
+    frozen out of the collections altogether. Cycles are rare here and still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
 def _run(settings) -> Exit:
     from .runner import EnrichRunner
 
+    tune_gc()
     stop = threading.Event()
 
     def on_signal(sig: int, _frame: object) -> None:
