@@ -44,6 +44,9 @@ _SHORT_OPTIONAL = [bytes((2, n << 1)) for n in range(64)]
 # Map keys (tracker parameter names, attribute names) with their prefix, as they repeat.
 _KEYS: dict[str, bytes] = {}
 _MAX_KEYS = 4096
+# Timestamps repeat within a request (accepted_at is collector_tstamp; one stm for all).
+_MILLIS: dict[int, bytes] = {}
+_MAX_MILLIS = 4096
 
 
 def _long(buf: bytearray, n: int) -> None:
@@ -51,9 +54,15 @@ def _long(buf: bytearray, n: int) -> None:
     if not -(1 << 63) <= n < (1 << 63):
         raise Unsupported("out of range for long")
     z = (n << 1) ^ (n >> 63)
-    if (1 << 35) <= z < (1 << 42):   # epoch millis: six bytes, unrolled
-        buf += bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80,
-                      z >> 21 & 0x7F | 0x80, z >> 28 & 0x7F | 0x80, z >> 35))
+    if (1 << 35) <= z < (1 << 42):   # epoch millis: six bytes, unrolled, and remembered
+        found = _MILLIS.get(z)
+        if found is None:
+            found = bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80,
+                           z >> 21 & 0x7F | 0x80, z >> 28 & 0x7F | 0x80, z >> 35))
+            if len(_MILLIS) >= _MAX_MILLIS:
+                _MILLIS.clear()
+            _MILLIS[z] = found
+        buf += found
         return
     while z > 0x7F:
         buf.append((z & 0x7F) | 0x80)

@@ -112,7 +112,17 @@ _item = st.one_of(
 
 
 _RESOLVER = Resolver()
-_REFERENCE = Draft4Validator(_RESOLVER.lookup(PAYLOAD_DATA))
+WRAPPERS = [SchemaKey.parse(f"iglu:com.snowplowanalytics.snowplow/{name}")
+            for name in ("unstruct_event/jsonschema/1-0-0", "contexts/jsonschema/1-0-0",
+                         "contexts/jsonschema/1-0-1")]
+_REFERENCE = {key: Draft4Validator(_RESOLVER.lookup(key)) for key in (PAYLOAD_DATA, *WRAPPERS)}
+_sdj = st.dictionaries(
+    st.sampled_from(["schema", "data", "x"]),
+    st.one_of(st.sampled_from(["iglu:com.acme/thing/jsonschema/1-0-0", "iglu:bad key",
+                               "iglu:com.acme/thing/jsonschema/1-0", ""]),
+              st.integers(), st.none(), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                        max_size=2)),
+    max_size=3)
 
 
 @settings(max_examples=300, deadline=None)
@@ -120,9 +130,18 @@ _REFERENCE = Draft4Validator(_RESOLVER.lookup(PAYLOAD_DATA))
 def test_the_string_object_shortcut_agrees_with_the_reference(data: object) -> None:
     """payload_data (80 plain string parameters) is answered by set operations first: it
     must call valid exactly what draft 4 calls valid."""
-    resolver, reference = _RESOLVER, _REFERENCE
-    assert resolver.is_valid(PAYLOAD_DATA, data) == reference.is_valid(data)
-    assert (resolver.validate(PAYLOAD_DATA, data) == []) == reference.is_valid(data)
+    reference = _REFERENCE[PAYLOAD_DATA]
+    assert _RESOLVER.is_valid(PAYLOAD_DATA, data) == reference.is_valid(data)
+    assert (_RESOLVER.validate(PAYLOAD_DATA, data) == []) == reference.is_valid(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(_sdj, st.lists(_sdj, max_size=3), st.integers()))
+def test_the_wrapper_shortcut_agrees_with_the_reference(data: object) -> None:
+    """The unstruct_event and contexts wrappers (a schema string with a pattern, and any
+    data) are answered the same way."""
+    for key in WRAPPERS:
+        assert (_RESOLVER.validate(key, data) == []) == _REFERENCE[key].is_valid(data), key
 
 
 def test_the_shortcut_only_takes_schemas_it_can_decide(tmp_path: Path) -> None:
