@@ -1,0 +1,251 @@
+"""``conveyor-reconcile``: compare two landings of one stream, per bucket of event time."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from typing import NoReturn
+
+import click
+import psycopg
+from confluent_kafka import KafkaException
+
+from .core import KINDS, Report, RowDigest, bucket_start, compare
+from .kafka import replay_offsets
+from .postgres import Side, SideError, TableReader
+
+
+class ExitCode(IntEnum):
+    CLEAN = 0         # nothing missing, twice or different in the window (the go signal)
+    DIFFERENCES = 1   # the report lists what differs (no-go)
+    USAGE = 2         # bad command line (click's own code)
+    UNREACHABLE = 3   # a database (or Kafka, with --topic) did not answer
+    INVALID = 4       # a table, column or --where predicate is wrong
+
+
+HELP = f"""Compare two landings of the same stream, keyed on event id, per bucket of event
+time: e.g. the legacy pipeline's table against Conveyor's, before a cut-over.
+
+\b
+Per bucket: rows on each side, ids missing in either, ids there twice, ids whose compared
+columns differ, and rows that landed later than --sla after their event time. Buckets are
+compared by checksum first; only those that differ are read row by row, so a clean window
+of millions of rows costs one scan of each side.
+
+\b
+Connections come from the environment, never the command line: --new-dsn-env names the
+variable holding the new side's DSN (default POSTGRES_DSN), --old-dsn-env the old side's
+(default RECONCILE_OLD_DSN, falling back to the new side's: both tables in one database).
+
+\b
+Examples:
+  conveyor-reconcile --old legacy.orders --new rabbitmq_order_placed \\
+      --since 2026-11-30T00:00Z --until 2026-12-01T00:00Z --bucket 1h
+  conveyor-reconcile --old legacy.orders --new rabbitmq_order_placed --since -24h \\
+      --old-id order_event_id --old-time created --old-landed loaded_at \\
+      --compare order_id=order_ref --compare total=amount --json
+  conveyor-reconcile ... --topic conveyor.events.orders   # where to replay each gap from
+
+\b
+Exit codes:
+{chr(10).join(f"  {c.value}  {c.name}" for c in ExitCode)}
+"""
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    m = DURATION.match(text.strip())
+    if not m:
+        raise click.BadParameter(f"{text!r}: a number and s, m, h or d, e.g. 15m")
+    return timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """ISO 8601 (a time without zone is UTC), ``now``, or ``-<duration>`` before now."""
+    now = now or datetime.now(UTC)
+    t = text.strip()
+    if t == "now":
+        return now
+    if t.startswith("-"):
+        return now - parse_duration(t[1:])
+    try:
+        value = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: ISO 8601, 'now' or e.g. -24h") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    click.secho(message, fg="red", err=True)
+    sys.exit(code)
+
+
+def _pairs(compare_opts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    new, old = [], []
+    for item in compare_opts:
+        n, sep, o = item.partition("=")
+        if not n:
+            raise click.BadParameter(f"{item!r}: NEW_COLUMN or NEW_COLUMN=OLD_COLUMN")
+        new.append(n)
+        old.append(o if sep else n)
+    return tuple(new), tuple(old)
+
+
+@click.command(help=HELP, context_settings={"max_content_width": 100})
+@click.option("--old", "old_table", required=True, help="The old side's table ([schema.]name).")
+@click.option("--new", "new_table", required=True, help="The new side's table ([schema.]name).")
+@click.option("--since", required=True, help="Window start (event time), inclusive.")
+@click.option("--until", default="now", show_default=True, help="Window end, exclusive.")
+@click.option("--bucket", default="1h", show_default=True, help="Bucket size: 5m, 1h, 1d...")
+@click.option("--sla", default="15m", show_default=True,
+              help="A row landed later than this after its event time is late.")
+@click.option("--time-column", default="accepted_at", show_default=True,
+              help="Event time on the new side (accepted_at, or occurred_at).")
+@click.option("--id-column", default="event_id", show_default=True)
+@click.option("--landed-column", default="landed_at", show_default=True,
+              help="When the row became visible on the new side ('' if none).")
+@click.option("--old-id", help="The old side's id column (default: --id-column).")
+@click.option("--old-time", help="The old side's event-time column (default: --time-column).")
+@click.option("--old-landed", help="The old side's landing-time column ('' if none; "
+                                   "default: --landed-column).")
+@click.option("--compare", "compare_opts", multiple=True, metavar="NEW[=OLD]",
+              help="A column whose values must agree (repeat); OLD names it on the old side.")
+@click.option("--old-where", help="SQL predicate rows of the old side must meet.")
+@click.option("--new-where", help="SQL predicate rows of the new side must meet "
+                                  "(e.g. to leave canary events out).")
+@click.option("--old-dsn-env", default="RECONCILE_OLD_DSN", show_default=True)
+@click.option("--new-dsn-env", default="POSTGRES_DSN", show_default=True)
+@click.option("--topic", help="The new side's Kafka topic: print where to replay each gap "
+                              "from (needs KAFKA_BOOTSTRAP).")
+@click.option("--fail-on-late", is_flag=True, help="Late rows on the new side are a no-go too.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def main(old_table: str, new_table: str, since: str, until: str, bucket: str, sla: str,
+         time_column: str, id_column: str, landed_column: str, old_id: str | None,
+         old_time: str | None, old_landed: str | None, compare_opts: tuple[str, ...],
+         old_where: str | None, new_where: str | None, old_dsn_env: str, new_dsn_env: str,
+         topic: str | None, fail_on_late: bool, as_json: bool) -> None:
+    lo, hi = parse_time(since), parse_time(until)
+    size, late_after = parse_duration(bucket), parse_duration(sla)
+    if lo >= hi:
+        raise click.BadParameter("--since must be before --until")
+    new_dsn = os.environ.get(new_dsn_env)
+    if not new_dsn:
+        _fail(ExitCode.USAGE, f"set {new_dsn_env} to the new side's DSN")
+    old_dsn = os.environ.get(old_dsn_env) or new_dsn
+    new_cols, old_cols = _pairs(compare_opts)
+    new = Side(new_dsn, new_table, id_column, time_column, landed_column or None, new_cols,
+               new_where, label="new")
+    old_landed_col = landed_column if old_landed is None else old_landed
+    old = Side(old_dsn, old_table, old_id or id_column, old_time or time_column,
+               old_landed_col or None, old_cols, old_where, label="old")
+    report = run(old, new, lo, hi, size, late_after, progress=not as_json)
+    hints = replay_hints(report, topic) if topic else {}
+    if as_json:
+        doc = report.as_json(count_late=fail_on_late)
+        if topic:
+            doc["replay"] = hints
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(render(report, old_table, new_table, hints, count_late=fail_on_late))
+    sys.exit(ExitCode.CLEAN if report.clean(count_late=fail_on_late)
+             else ExitCode.DIFFERENCES)
+
+
+def run(old: Side, new: Side, lo: datetime, hi: datetime, size: timedelta,
+        sla: timedelta, *, progress: bool = False) -> Report:
+    try:
+        readers = TableReader(old), TableReader(new)
+    except psycopg.OperationalError as exc:
+        _fail(ExitCode.UNREACHABLE, f"cannot connect: {str(exc).splitlines()[0]}")
+    o_reader, n_reader = readers
+    try:
+        o_sum = o_reader.summaries(lo, hi, size, sla)
+        n_sum = n_reader.summaries(lo, hi, size, sla)
+
+        def rows(b: int) -> tuple[list[RowDigest], list[RowDigest]]:
+            start = max(bucket_start(b, size), lo)
+            end = min(bucket_start(b + 1, size), hi)
+            return o_reader.rows(start, end), n_reader.rows(start, end)
+
+        bar = None
+        if progress and sys.stderr.isatty():
+            bar = click.progressbar(length=1, label="drilling into buckets", file=sys.stderr)
+
+        def tick(done: int, total: int) -> None:
+            if bar is not None:
+                bar.length = total
+                bar.update(1)
+
+        report = compare(o_sum, n_sum, since=lo, until=hi, bucket=size, rows=rows,
+                         progress=tick)
+        if bar is not None:
+            bar.render_finish()
+        return report
+    except SideError as exc:
+        _fail(ExitCode.INVALID, str(exc))
+    except psycopg.OperationalError as exc:
+        _fail(ExitCode.UNREACHABLE, f"database: {str(exc).splitlines()[0]}")
+    finally:
+        for r in readers:
+            r.close()
+
+
+def replay_hints(report: Report, topic: str) -> dict[str, list[dict[str, object]]]:
+    """For each bucket with ids missing on the new side: per partition, the offset to
+    replay from (``conveyor-connectors``' replay takes the bucket start as --since)."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092")
+    out: dict[str, list[dict[str, object]]] = {}
+    for b in report.buckets:
+        if not b.missing_in_new:
+            continue
+        try:
+            coords = replay_offsets(bootstrap, topic, b.start)
+        except KafkaException as exc:
+            _fail(ExitCode.UNREACHABLE, f"Kafka at {bootstrap}: {exc}")
+        out[b.start.isoformat()] = [c.as_json() for c in coords]
+    return out
+
+
+def render(report: Report, old_name: str, new_name: str,
+           hints: dict[str, list[dict[str, object]]], *,
+           count_late: bool) -> str:
+    cols = ("bucket start", "old", "new", "miss new", "miss old", "dup new", "dup old",
+            "differ", "late old", "late new")
+    lines = [f"{old_name} (old) vs {new_name} (new), {report.since.isoformat()} to "
+             f"{report.until.isoformat()}, buckets of {report.bucket}: "
+             f"{len(report.buckets)} with rows, {report.drilled} read row by row", ""]
+    rows = [(b.start.strftime("%Y-%m-%d %H:%M:%S"), b.old.rows, b.new.rows, b.missing_in_new,
+             b.missing_in_old, b.duplicated_new, b.duplicated_old, b.mismatched, b.old.late,
+             b.new.late) for b in report.buckets if b.differs or b.old.late or b.new.late]
+    if rows:
+        widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(cols)]
+        lines.append("  ".join(str(c).rjust(w) for c, w in zip(cols, widths, strict=True)))
+        lines += ["  ".join(str(v).rjust(w) for v, w in zip(r, widths, strict=True))
+                  for r in rows]
+        lines.append("")
+        for b in report.buckets:
+            for kind, ids in b.examples.items():
+                lines.append(f"  {b.start:%Y-%m-%d %H:%M} {kind}: {', '.join(ids)}"
+                             + (" ..." if getattr(b, kind) > len(ids) else ""))
+    totals = ", ".join(f"{k.replace('_', ' ')} {report.total(k)}"
+                       for k in (*KINDS, "late_old", "late_new"))
+    lines.append(f"totals: old {sum(b.old.rows for b in report.buckets)} rows, new "
+                 f"{sum(b.new.rows for b in report.buckets)} rows; {totals}")
+    for start, coords in hints.items():
+        parts = ", ".join(f"p{c['partition']}@{c['offset']}"
+                          + ("" if c["retained"] else " (NOT retained)")
+                          for c in coords)
+        lines.append(f"replay from {start}: {parts}")
+    lines.append("CLEAN: nothing missing, twice or different" if report.clean(
+        count_late=count_late) else "DIFFERENCES: see above")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

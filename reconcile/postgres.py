@@ -1,0 +1,114 @@
+"""A PostgreSQL table as one side of a reconciliation: its bucket summaries and, for the
+buckets that differ, its rows' digests. Two queries, both scans of the window only.
+
+Values are compared as text (``col::text``) in UTC: both sides must render equal values
+alike. A legacy pipeline that stored a number as text, or a time in another zone, needs a
+view (or ``--old-column`` names an expression's view column) that normalises it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from .core import RowDigest, Summary
+
+
+class SideError(Exception):
+    """The table, a column or the predicate is wrong: nothing was compared."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One landing: a table and which of its columns mean what."""
+
+    dsn: str = field(repr=False)
+    table: str
+    id: str = "event_id"
+    time: str = "accepted_at"
+    landed: str | None = "landed_at"
+    columns: tuple[str, ...] = ()        # compared, paired by position with the other side
+    where: str | None = None             # an operator's SQL predicate, e.g. no canaries
+    label: str = ""
+
+    def _table(self) -> sql.Composable:
+        return sql.SQL(".").join(sql.Identifier(p) for p in self.table.split("."))
+
+    def _values(self) -> sql.Composable:
+        if not self.columns:
+            return sql.SQL("''")
+        return sql.SQL(" || '|' || ").join(
+            sql.SQL("coalesce({}::text, '\\N')").format(sql.Identifier(c))
+            for c in self.columns)
+
+    def _filter(self) -> sql.Composable:
+        base = sql.SQL("{t} >= %(lo)s AND {t} < %(hi)s").format(t=sql.Identifier(self.time))
+        if self.where:
+            return sql.SQL("{} AND ({})").format(base, sql.SQL(self.where))
+        return base
+
+    def summary_query(self) -> sql.Composed:
+        late = (sql.SQL("{l} - {t} > %(sla)s").format(l=sql.Identifier(self.landed),
+                                                      t=sql.Identifier(self.time))
+                if self.landed else sql.SQL("false"))
+        return sql.SQL("""
+            SELECT floor(extract(epoch FROM t) / %(bucket)s)::bigint AS b,
+                   count(*), count(DISTINCT id),
+                   coalesce(sum(h), 0)::text, count(*) FILTER (WHERE late)
+            FROM (SELECT {t} AS t, {id}::text AS id,
+                         ('x' || substr(md5({id}::text || '|' || {values}), 1, 15))
+                             ::bit(60)::bigint AS h,
+                         {late} AS late
+                  FROM {table} WHERE {filter}) s
+            GROUP BY 1""").format(t=sql.Identifier(self.time), id=sql.Identifier(self.id),
+                                  values=self._values(), late=late, table=self._table(),
+                                  filter=self._filter())
+
+    def rows_query(self) -> sql.Composed:
+        return sql.SQL("""
+            SELECT id, count(*), array_agg(DISTINCT d)
+            FROM (SELECT {id}::text AS id, md5({values}) AS d
+                  FROM {table} WHERE {filter}) s
+            GROUP BY id""").format(id=sql.Identifier(self.id), values=self._values(),
+                                   table=self._table(), filter=self._filter())
+
+
+class TableReader:
+    """One connection per side, in UTC, read-only."""
+
+    def __init__(self, side: Side, connect_timeout: int = 10) -> None:
+        self.side = side
+        self.conn = psycopg.connect(side.dsn, autocommit=True, connect_timeout=connect_timeout)
+        self.conn.execute("SET TIME ZONE 'UTC'")
+        self.conn.execute("SET default_transaction_read_only = on")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def summaries(self, since: datetime, until: datetime, bucket: timedelta,
+                  sla: timedelta) -> dict[int, Summary]:
+        params = {"lo": since, "hi": until, "bucket": bucket.total_seconds(), "sla": sla}
+        with self._errors():
+            cur = self.conn.execute(self.side.summary_query(), params)
+            return {int(b): Summary(int(n), int(ids), int(h), int(late))
+                    for b, n, ids, h, late in cur.fetchall()}
+
+    def rows(self, lo: datetime, hi: datetime) -> list[RowDigest]:
+        with self._errors():
+            cur = self.conn.execute(self.side.rows_query(), {"lo": lo, "hi": hi})
+            return [RowDigest(eid, int(n), frozenset(ds)) for eid, n, ds in cur.fetchall()]
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
+                psycopg.errors.SyntaxError, psycopg.errors.DatatypeMismatch,
+                psycopg.errors.UndefinedFunction) as exc:
+            raise SideError(f"{self.side.label or self.side.table}: "
+                            f"{str(exc).splitlines()[0]}") from exc

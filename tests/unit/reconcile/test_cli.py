@@ -1,0 +1,47 @@
+"""The command line's own parsing (no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from reconcile.cli import ExitCode, _pairs, main, parse_duration, parse_time
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def test_times_and_durations() -> None:
+    assert parse_time("-24h", NOW) == NOW - timedelta(days=1)
+    assert parse_time("now", NOW) == NOW
+    assert parse_time("2026-11-30T00:00Z", NOW) == datetime(2026, 11, 30, tzinfo=UTC)
+    assert parse_time("2026-11-30T01:00", NOW).tzinfo == UTC   # no zone: UTC
+    assert parse_duration("15m") == timedelta(minutes=15)
+    assert parse_duration("1.5h") == timedelta(minutes=90)
+    for bad in ("15", "m", "1w", "-5m"):
+        with pytest.raises(click.BadParameter):
+            parse_duration(bad)
+    with pytest.raises(click.BadParameter):
+        parse_time("yesterday", NOW)
+
+
+def test_compared_columns_pair_by_name_or_explicitly() -> None:
+    assert _pairs(("total=amount", "currency")) == (("total", "currency"),
+                                                     ("amount", "currency"))
+    with pytest.raises(click.BadParameter):
+        _pairs(("=amount",))
+
+
+def test_without_a_dsn_it_says_which_variable_to_set() -> None:
+    result = CliRunner().invoke(main, ["--old", "a", "--new", "b", "--since", "-1h"],
+                                env={"POSTGRES_DSN": ""})
+    assert result.exit_code == ExitCode.USAGE
+    assert "POSTGRES_DSN" in result.output
+
+
+def test_an_empty_window_is_refused() -> None:
+    result = CliRunner().invoke(main, ["--old", "a", "--new", "b", "--since", "now",
+                                       "--until", "-1h"], env={"POSTGRES_DSN": "x"})
+    assert result.exit_code == ExitCode.USAGE and "--since must be before" in result.output
