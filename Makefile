@@ -64,13 +64,19 @@ unit: venv ## Unit tests of Python and Java (start nothing)
 	$(VENV)/bin/pytest -q tests/unit
 	cd transforms && mvn -B -q package
 
+.PHONY: monitoring-check
+monitoring-check: engine ## Prometheus config, alert rule unit tests and Alertmanager routes (promtool, amtool in the monitoring image)
+	$(COMPOSE) build -q prometheus
+	@$(WITH_ENV) docker run --rm --user "$$(id -u):$$(id -g)" \
+	  -v "$(CURDIR)/monitoring:/monitoring:ro" conveyor/monitoring:dev /monitoring/check.sh
+
 .PHONY: itest
 itest: venv images ## Integration tests against the real stack in containers
 	@$(WITH_ENV) $(PY) -m devstack.stack preflight
 	@$(WITH_ENV) $(VENV)/bin/pytest -q --durations=10 --durations-min=5 tests/integration
 
 .PHONY: test
-test: unit itest ## Every test: unit tests, then integration tests
+test: unit monitoring-check itest ## Every test: unit tests, the monitoring checks, then integration tests
 
 .PHONY: bench
 bench: venv up ## Benchmarks vs baselines from the same run (BENCH="rabbitmq snowplow connect")
