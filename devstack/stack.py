@@ -5,7 +5,8 @@ Endpoints default to the host ports of docker/compose.yml and can all be overrid
 the environment, so the same tests run against a stack started elsewhere:
 
     KAFKA_BOOTSTRAP, SCHEMA_REGISTRY_URL, CONNECT_URL, CONNECT_2_URL, RABBITMQ_URL,
-    RABBITMQ_MANAGEMENT_URL, POSTGRES_DSN, RABBITMQ_BRIDGE_URL, COLLECTOR_URL
+    RABBITMQ_MANAGEMENT_URL, POSTGRES_DSN, RABBITMQ_BRIDGE_URL, COLLECTOR_URL, ENRICH_URL,
+    PROMETHEUS_URL, ALERTMANAGER_URL
 
 Readiness means a real round trip per service (Kafka metadata, a registry query, the
 Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
@@ -64,6 +65,8 @@ class Stack:
     rabbitmq_bridge_url: str = "http://localhost:9101"
     collector_url: str = "http://localhost:8080"
     enrich_url: str = "http://localhost:9102"
+    prometheus_url: str = "http://localhost:9090"
+    alertmanager_url: str = "http://localhost:9093"
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -90,6 +93,8 @@ class Stack:
             rabbitmq_bridge_url=env("RABBITMQ_BRIDGE_URL", "http://localhost:9101"),
             collector_url=env("COLLECTOR_URL", "http://localhost:8080"),
             enrich_url=env("ENRICH_URL", "http://localhost:9102"),
+            prometheus_url=env("PROMETHEUS_URL", "http://localhost:9090"),
+            alertmanager_url=env("ALERTMANAGER_URL", "http://localhost:9093"),
         )
 
     # -- probes: each returns True once the service does real work ------------------------
@@ -146,6 +151,8 @@ class Stack:
             "rabbitmq-bridge": lambda: _http_ok(f"{self.rabbitmq_bridge_url}/health"),
             "snowplow-collector": lambda: _http_ok(f"{self.collector_url}/health"),
             "snowplow-enrich": lambda: _http_ok(f"{self.enrich_url}/health"),
+            "prometheus": lambda: _http_ok(f"{self.prometheus_url}/-/ready"),
+            "alertmanager": lambda: _http_ok(f"{self.alertmanager_url}/-/ready"),
         }
 
     def all_ready(self) -> bool:
@@ -179,6 +186,8 @@ HOST_PORTS = {
     "snowplow-collector": [8080],
     "snowplow-enrich": [9102],
     "rabbitmq-bridge": [9101],
+    "prometheus": [9090],
+    "alertmanager": [9093],
 }
 
 
