@@ -27,6 +27,10 @@ class EnrichMetrics:
         self.rejected = Counter(f"{P}_rejected",
                                 "Outputs Kafka refused for good, replaced by bad rows",
                                 ["outcome"], registry=r)
+        self.refusal_splits = Counter(
+            f"{P}_refusal_splits",
+            "Transactions Kafka refused without naming a record, split to find it",
+            registry=r)
         self.batch_records = Histogram(f"{P}_batch_records", "Raw records per transaction",
                                        buckets=_BATCH_BUCKETS, registry=r)
         self.commit_seconds = Histogram(f"{P}_commit_seconds",

@@ -11,6 +11,10 @@ What can go wrong, and what happens:
 
 - an output Kafka refuses for good (``OutputRejected``): that output becomes a bad row
   (``size/rejected_by_kafka``) and the batch is committed again;
+- a refusal that names no record (the broker refused a whole record batch, innocent
+  records in it): the batch is split in halves, each committed with its own offsets,
+  until the raw record at fault is alone, and then its outputs until the one at fault is
+  alone; only that one becomes a bad row (``_commit_chunk``, ``_isolate``);
 - an aborted transaction, a ledger or registry that does not answer: nothing is visible;
   the consumer seeks back to the batch's first offsets and reads it again after a pause;
 - a fatal error (fenced, or a generation that is no longer current): producer and consumer
@@ -24,10 +28,11 @@ partition; ``/health`` turns 503 when records wait and nothing committed for
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,7 +41,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
 from sidecar.exactly_once.ledger import DedupLedger, LedgerUnavailable, RecentIds
-from sidecar.exactly_once.producer import CommitUndecided, TransactionalProducer
+from sidecar.exactly_once.producer import (
+    CommitUndecided,
+    RecordRejected,
+    TransactionalProducer,
+)
 from sidecar.exactly_once.topics import TopicCreator
 
 from ..iglu import Resolver
@@ -56,6 +65,23 @@ RETRY_PAUSE_S = 1.0
 # Outputs of one batch that may be replaced by bad rows (Kafka refusing them) before the
 # batch is given up as aborted and read again.
 MAX_REJECTIONS_PER_BATCH = 1000
+
+# One raw record's outputs, and the record (None: not a readable raw record).
+Result = tuple[list[Output], RawPayload | None]
+
+
+class Outcome(enum.Enum):
+    COMMITTED = "committed"
+    REFUSED = "refused"   # Kafka refused records without naming one: split and try again
+    FAILED = "failed"     # aborted, or stuck: read the records again later
+
+
+def _write_back(results: Sequence[Result], outputs: list[Output]) -> None:
+    """Outputs replaced by bad rows in the flat list, back into their records' lists."""
+    n = 0
+    for outs, _ in results:
+        outs[:] = outputs[n:n + len(outs)]
+        n += len(outs)
 
 
 def build_enricher(settings: CollectorSettings) -> Enricher:
@@ -208,19 +234,20 @@ class EnrichRunner:
         i = 0
         while i < len(records):
             chunk, results = self._next_chunk(records, i)
-            if not self._commit_chunk(chunk, results):
+            done = self._commit_chunk(chunk, results)
+            i += done
+            if done < len(chunk):
                 self._rewind(records[i:])
                 if stop is not None:
                     stop.wait(RETRY_PAUSE_S)
                 return False
-            i += len(chunk)
         return True
 
     def _next_chunk(self, records: Sequence[Message], start: int
-                    ) -> tuple[list[Message], list[tuple[list[Output], RawPayload | None]]]:
+                    ) -> tuple[list[Message], list[Result]]:
         limit = self.settings.enrich.max_batch_events
         chunk: list[Message] = []
-        results: list[tuple[list[Output], RawPayload | None]] = []
+        results: list[Result] = []
         n = 0
         for m in records[start:]:
             if chunk and n >= limit:
@@ -233,13 +260,95 @@ class EnrichRunner:
             n += len(enriched.outputs)
         return chunk, results
 
-    def _commit_chunk(self, chunk: list[Message],
-                      results: list[tuple[list[Output], RawPayload | None]]) -> bool:
+    def _commit_chunk(self, chunk: list[Message], results: list[Result]) -> int:
+        """Commit ``chunk`` with its outputs; how many of its records (from the first) are
+        committed. A refusal that names no record (the broker refused a whole record batch,
+        e.g. over the topic's max.message.bytes, innocent records in it) splits the chunk
+        in halves, each committed with its own next offsets (valid: a partition's records
+        are contiguous in a chunk, so a prefix of the chunk is a prefix of each), until
+        the raw record at fault is alone; then ``_isolate`` looks among its outputs."""
+        parts = deque([(0, len(chunk))])
+        while parts:
+            lo, hi = parts.popleft()
+            msgs = chunk[lo:hi]
+            outputs = [o for outs, _ in results[lo:hi] for o in outs]
+            sources = [raw for outs, raw in results[lo:hi] for _ in outs]
+            started = self._clock()
+            outcome, result, reason = self._transact(outputs, sources, next_offsets(msgs))
+            _write_back(results[lo:hi], outputs)
+            if outcome is Outcome.COMMITTED:
+                self._committed(msgs, outputs, result, self._clock() - started)
+                continue
+            if outcome is Outcome.FAILED:
+                return lo
+            self.metrics.refusal_splits.inc()
+            log.warning("enrich.refused_unnamed", extra={"records": hi - lo,
+                                                         "outputs": len(outputs),
+                                                         "error": reason})
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                parts.extendleft([(mid, hi), (lo, mid)])
+            elif not self._isolate(chunk[lo], results[lo], reason):
+                return lo
+        return len(chunk)
+
+    def _isolate(self, msg: Message, result: Result, reason: str) -> bool:
+        """The outputs of one raw record, refused together without a name: committed in
+        halves, each its own transaction, until the output at fault is alone; that one
+        becomes a ``size/rejected_by_kafka`` bad row, and the last transaction carries
+        the record's offset. True once the offset is committed.
+
+        The earlier halves commit without the offset: if enrich stops before the last,
+        the record is read again and the ledger skips the events already committed. So
+        the outputs with an event id go first and those without (bad rows of events
+        without a usable eid, which nothing could skip) last, with the offset.
+        """
+        outputs, raw = result
+        if not outputs:   # nothing of ours was refused (cannot happen: one output at least)
+            self._failed("refused_without_outputs")
+            return False
+        offsets = next_offsets([msg])
+        groups: deque[list[int]] = deque()
+
+        def refused(group: list[int], why: str) -> bool:
+            if len(group) > 1:
+                half = len(group) // 2
+                groups.extendleft([group[half:], group[:half]])
+                return True
+            i = group[0]
+            self.metrics.rejected.labels(outputs[i].outcome).inc()
+            if outputs[i].outcome == "bad" and outputs[i].reason == "rejected_by_kafka":
+                log.error("enrich.bad_row_refused", extra={"error": why})
+                self._failed("bad_row_refused")
+                return False
+            outputs[i] = self.enricher.rejected(outputs[i], raw, why)
+            groups.appendleft(group)   # its bad row, alone
+            return True
+
+        order = sorted(range(len(outputs)), key=lambda i: outputs[i].dedup_id is None)
+        if not refused(order, reason):
+            return False
+        while groups:
+            group = groups.popleft()
+            last = not groups
+            part = [outputs[i] for i in group]
+            started = self._clock()
+            outcome, res, why = self._transact(part, [raw] * len(part),
+                                               offsets if last else [])
+            for i, o in zip(group, part, strict=True):
+                outputs[i] = o
+            if outcome is Outcome.COMMITTED:
+                self._committed([msg] if last else [], part, res, self._clock() - started)
+            elif outcome is Outcome.FAILED or not refused(group, why):
+                return False
+        return True
+
+    def _transact(self, outputs: list[Output], sources: list[RawPayload | None],
+                  offsets: list[Any]) -> tuple[Outcome, Any, str]:
+        """One transaction of ``outputs`` and ``offsets``. An output Kafka refuses by
+        name, or the Avro encoder refuses, becomes a bad row in ``outputs`` and the
+        transaction is tried again; a refusal without a name is the caller's to split."""
         assert self.writer is not None
-        outputs = [o for outs, _ in results for o in outs]
-        sources = [raw for outs, raw in results for _ in outs]
-        offsets = next_offsets(chunk)
-        started = self._clock()
         for _ in range(MAX_REJECTIONS_PER_BATCH):
             try:
                 prepared = self.writer.prepare(outputs)
@@ -258,9 +367,17 @@ class EnrichRunner:
                     # misconfigured. Stop this batch (health turns red) rather than drop it.
                     log.error("enrich.bad_row_refused", extra={"error": exc.reason})
                     self._failed("bad_row_refused")
-                    return False
+                    return Outcome.FAILED, None, exc.reason
                 outputs[i] = self.enricher.rejected(outputs[i], sources[i], exc.reason)
                 continue
+            except RecordRejected as exc:
+                if exc.index is None:
+                    return Outcome.REFUSED, None, exc.reason
+                # A ledger record: not one of ours to replace; read the batch again.
+                log.warning("enrich.batch_aborted", extra={"error": str(exc),
+                                                           "outputs": len(outputs)})
+                self._failed(type(exc).__name__)
+                return Outcome.FAILED, None, exc.reason
             except CommitUndecided as exc:
                 # The offsets may have been committed with it: only the group's committed
                 # offsets say where to read on, so the member is rebuilt from them.
@@ -268,13 +385,12 @@ class EnrichRunner:
             except (TransactionAborted, LedgerUnavailable, SinkUnavailable,
                     RegistryUnavailable) as exc:
                 log.warning("enrich.batch_aborted", extra={"error": str(exc),
-                                                           "records": len(chunk)})
+                                                           "outputs": len(outputs)})
                 self._failed(type(exc).__name__)
-                return False
-            self._committed(chunk, outputs, result, self._clock() - started)
-            return True
+                return Outcome.FAILED, None, str(exc)
+            return Outcome.COMMITTED, result, ""
         self._failed("too_many_rejections")
-        return False
+        return Outcome.FAILED, None, "too many rejections"
 
     def _committed(self, chunk: list[Message], outputs: list[Output], result: Any,
                    seconds: float) -> None:
@@ -282,9 +398,10 @@ class EnrichRunner:
         self.failing_since = None
         self.last_commit_at = self._clock()
         m.last_commit.set_to_current_time()
-        m.records.inc(len(chunk))
-        m.batch_records.observe(len(chunk))
         m.commit_seconds.observe(seconds)
+        if chunk:   # a part of one record's outputs commits without its offset
+            m.records.inc(len(chunk))
+            m.batch_records.observe(len(chunk))
         # Counted per batch: a labelled counter takes a lock and a lookup per increment.
         outcomes = Counter("duplicate" if i in result.duplicates else o.outcome
                            for i, o in enumerate(outputs))

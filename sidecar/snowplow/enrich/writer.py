@@ -107,7 +107,8 @@ class EnrichWriter:
             records.extend(self.ledger.record(fresh_ids))
         t1 = time.perf_counter()
         try:
-            self._commit(records, offsets=offsets, group_metadata=group_metadata)
+            if records or offsets:   # all duplicates and no offsets: nothing to write
+                self._commit(records, offsets=offsets, group_metadata=group_metadata)
         except RecordRejected as exc:
             if exc.index is not None and exc.index < len(written):
                 raise OutputRejected(written[exc.index], exc.reason) from exc
