@@ -78,7 +78,8 @@ def _payloads(cfg: IntakeConfig, base: RawPayload, body: bytes | None, size: int
                              event_index=piece.too_large_index, part=(i, n)))
         else:
             out.append(_with(base, body=piece.body, content_encoding=None,
-                             body_size=len(piece.body), part=(i, n)))
+                             body_size=len(piece.body), part=(i, n),
+                             first_event_index=piece.first_index))
     return out
 
 

@@ -72,6 +72,9 @@ class RawRequest:
     network_userid: str | None = None
     # With ``body_too_large``: the body is this one event of a split batch, too large alone.
     event_index: int | None = None
+    # The body is a part of a split batch whose first event was this one of the request:
+    # event indexes (bad rows, violation paths) count within the request as sent.
+    first_event_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +192,8 @@ class CollectorCore:
                 check_media_type(headers.get("content-type"))
                 plain = decompress(body, headers.get("content-encoding"),
                                    self.limits.max_inflated_bytes)
-                raw_events = merge_query(parse_tp2(plain, self.resolver), query)
+                raw_events = merge_query(parse_tp2(plain, self.resolver,
+                                                   first_index=req.first_event_index), query)
             except BodyTooLarge as exc:
                 return whole("size", "request_too_large", str(exc), body)
             except ProtocolError as exc:

@@ -183,11 +183,13 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-def parse_tp2(body: bytes, resolver: Resolver) -> list[RawEvent]:
+def parse_tp2(body: bytes, resolver: Resolver, first_index: int = 0) -> list[RawEvent]:
     """The events of a tp2 POST body (already decompressed, media type checked).
 
     Whole-body problems raise ``ProtocolError``; a single bad event does not: its
     payload_data violations ride on its ``RawEvent`` so the other events still land.
+    ``first_index``: the body is a part of a split POST starting at that event; indexes
+    and violation paths count within the POST.
     """
     if not body.strip():
         raise ProtocolError("empty", "POST body is empty")
@@ -228,12 +230,13 @@ def parse_tp2(body: bytes, resolver: Resolver) -> list[RawEvent]:
         bucket = per_item.setdefault(path[0], [])
         if len(bucket) < 10:
             sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:])
-            bucket.append(Violation(f"$.data[{path[0]}]{sub}", err.message[:500], key.uri))
+            bucket.append(Violation(f"$.data[{first_index + path[0]}]{sub}",
+                                    err.message[:500], key.uri))
 
     events = []
     for i, item in enumerate(data):
         params = dict(item) if isinstance(item, dict) else {"_": item}
-        events.append(RawEvent(i, params, item, tuple(per_item.get(i, ()))))
+        events.append(RawEvent(first_index + i, params, item, tuple(per_item.get(i, ()))))
     return events
 
 

@@ -18,6 +18,9 @@ so the collector serialises nothing::
                 the request is a ``size`` bad row
     sp-ei       with sp-trunc: index of the one event, of a split batch, that is too large
     sp-part     "i/n" when a POST larger than one record was split along event boundaries
+    sp-e0       with sp-part: index, in the original POST, of the first event of this part
+                (what enrich adds to an event's index in the part, so that a bad row's
+                ``event_index`` counts within the request the tracker sent)
 
 Pure: no I/O. ``from_record`` raises ``RawFormatError`` for a record it cannot read (a
 ``raw_format`` bad row in enrich, never a crash).
@@ -60,6 +63,7 @@ class RawPayload:
     truncated: bool = False
     event_index: int | None = None
     part: tuple[int, int] | None = None
+    first_event_index: int | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
         h: list[tuple[str, bytes]] = [
@@ -83,6 +87,8 @@ class RawPayload:
             h.append(("sp-ei", str(self.event_index).encode()))
         if self.part is not None:
             h.append(("sp-part", f"{self.part[0]}/{self.part[1]}".encode()))
+        if self.first_event_index is not None:
+            h.append(("sp-e0", str(self.first_event_index).encode()))
         return h
 
     @classmethod
@@ -109,7 +115,8 @@ class RawPayload:
                 anonymous=h.get("sp-anon") == "1",
                 body_size=int(h["sp-size"]) if "sp-size" in h else None,
                 truncated=h.get("sp-trunc") == "1",
-                event_index=int(h["sp-ei"]) if "sp-ei" in h else None, part=part)
+                event_index=int(h["sp-ei"]) if "sp-ei" in h else None, part=part,
+                first_event_index=_index(h["sp-e0"]) if "sp-e0" in h else None)
         except (KeyError, ValueError) as exc:
             raise RawFormatError(f"raw record header missing or malformed: {exc}") from exc
 
@@ -128,7 +135,15 @@ class RawPayload:
             headers=headers, body=self.body if self.method == "POST" else None,
             received_at_ms=self.received_at_ms, remote=self.ip,
             body_size=self.body_size, body_too_large=self.truncated,
-            network_userid=self.network_userid, event_index=self.event_index)
+            network_userid=self.network_userid, event_index=self.event_index,
+            first_event_index=self.first_event_index or 0)
+
+
+def _index(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"negative event index {value}")
+    return value
 
 
 def _b(text: str) -> bytes:
@@ -148,6 +163,7 @@ class Piece:
     body: bytes
     too_large_index: int | None = None   # set: ``body`` is that event alone, over the limit
     size: int | None = None              # full size of that event
+    first_index: int = 0                 # index of the body's first event in the request
 
 
 def split_batch(body: bytes, content_encoding: str | None, limit: int,
@@ -188,19 +204,22 @@ def _pack(items: Iterable[bytes], head: bytes, limit: int) -> Iterable[Piece]:
     # head is '{"schema":"...","data":[' ; each piece is head + items joined by ',' + ']}'
     overhead = len(head) + 2
     batch: list[bytes] = []
+    first = 0   # index of batch[0] in the request
     size = overhead
     for index, item in enumerate(items):
         if overhead + len(item) > limit:
             if batch:
-                yield Piece(head + b",".join(batch) + b"]}")
+                yield Piece(head + b",".join(batch) + b"]}", first_index=first)
                 batch, size = [], overhead
-            yield Piece(item, too_large_index=index, size=len(item))
+            yield Piece(item, too_large_index=index, size=len(item), first_index=index)
             continue
         extra = len(item) + (1 if batch else 0)
         if size + extra > limit:
-            yield Piece(head + b",".join(batch) + b"]}")
+            yield Piece(head + b",".join(batch) + b"]}", first_index=first)
             batch, size, extra = [], overhead, len(item)
+        if not batch:
+            first = index
         batch.append(item)
         size += extra
     if batch:
-        yield Piece(head + b",".join(batch) + b"]}")
+        yield Piece(head + b",".join(batch) + b"]}", first_index=first)

@@ -290,3 +290,34 @@ def test_fatal_errors_rebuild_the_clients() -> None:
     consumer.consume = consume  # type: ignore[attr-defined]
     runner.run(stop)
     assert consumer.closed and len(calls) == 2   # dropped, rebuilt, read again
+
+
+def test_bad_rows_of_a_split_post_count_events_within_the_request() -> None:
+    """The collector splits an oversized POST into parts; a bad row of an event in a later
+    part says where the event was in the POST the tracker sent, not in the part."""
+    from sidecar.snowplow.identity import CookieConfig
+    from sidecar.snowplow.intake import IntakeConfig, intake
+
+    events: list[dict[str, Any]] = [
+        {"e": "pv", "tv": "py", "p": "web", "eid": f"8f7c6a1e-0b7d-4c59-8a11-{i:012d}",
+         "url": "https://shop.example/" + "x" * 200} for i in range(30)]
+    # no tracker version; an eid that is no UUID; a number where payload_data wants text
+    broken: dict[int, dict[str, Any]] = {7: {"tv": ""}, 19: {"eid": "not-a-uuid"},
+                                         28: {"tv": 7}}
+    for i, change in broken.items():
+        events[i] = {**events[i], **change}
+    body = tp2_body(events)
+    cfg = IntakeConfig("raw", CookieConfig(), split_bytes=2000)
+    records = intake(cfg, method="POST", path=TP2, query_string="", headers={
+        "content-type": "application/json"}, body=body, body_size=len(body),
+        received_at_ms=1_700_000_000_000, remote="10.0.0.1").outputs
+    assert len(records) >= 3
+    firsts = [RawPayload.from_record(list(r.headers), r.value).first_event_index
+              for r in records]
+    assert firsts[0] == 0 and firsts == sorted(firsts) and len(set(firsts)) == len(firsts)
+    bad = [json.loads(o.value)["data"] for r in records
+           for o in ENRICHER.enrich(list(r.headers), r.value).outputs if o.outcome == "bad"]
+    assert [row["event_index"] for row in bad] == sorted(broken)
+    assert [row["event_id"] for row in bad] == [events[7]["eid"], None, events[28]["eid"]]
+    assert bad[2]["violations"][0]["path"].startswith("$.data[28]")
+

@@ -25,13 +25,15 @@ def _raw(**kw: object) -> RawPayload:
 
 def test_round_trip_through_headers() -> None:
     for raw in (_raw(), _raw(anonymous=True, ip=None, truncated=True, event_index=3,
-                             part=(1, 4), content_encoding="gzip", referer="https://r/")):
+                             part=(1, 4), content_encoding="gzip", referer="https://r/"),
+                _raw(part=(2, 3), first_event_index=41)):
         assert RawPayload.from_record(raw.headers(), raw.body) == raw
 
 
 def test_unreadable_records_raise_raw_format_error_only() -> None:
     for headers in (None, [], [("sp-v", b"9")], [("sp-v", b"1"), ("sp-m", b"GET")],
-                    [*_raw().headers()[:5], ("sp-t", b"soon"), ("sp-nuid", b"x")]):
+                    [*_raw().headers()[:5], ("sp-t", b"soon"), ("sp-nuid", b"x")],
+                    [*_raw().headers(), ("sp-e0", b"-1")], [*_raw().headers(), ("sp-e0", b"x")]):
         try:
             RawPayload.from_record(headers, b"")
         except RawFormatError:
@@ -94,6 +96,7 @@ def test_split_loses_and_reorders_nothing(items: list[dict[str, str]], limit: in
     assert pieces is not None
     back = []
     for p in pieces:
+        assert p.first_index == len(back)   # the part's first event, counted in the request
         if p.too_large_index is not None:
             back.append(json.loads(p.body))
         else:
