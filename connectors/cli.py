@@ -6,6 +6,8 @@ with a named code (``ExitCode``).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,8 +16,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+from confluent_kafka import KafkaException
 
-from . import deploy
+from reconcile.times import parse_time
+
+from . import deploy, replay
 from .configs import ConfigFileError, ConnectorFile, load_files, load_profile, profiles
 from .rest import ConnectClient, ConnectError, ConnectorState, ConnectUnreachable
 
@@ -30,6 +35,8 @@ class ExitCode(IntEnum):
     UNREACHABLE = 4     # no Connect worker answered at --connect-url
     NOT_FOUND = 5       # a connector named on the command line does not exist
     REFUSED = 6         # Connect answered a request with an error
+    NOT_SAFE = 7        # replay: a sink that keeps its own offsets, or a window retention
+                        # no longer holds; nothing was changed
 
 
 MAIN_HELP = f"""Deploy Conveyor's connectors (config files, one per connector) to Kafka Connect.
@@ -47,6 +54,7 @@ Examples:
   conveyor-connectors status                          # every connector on the worker
   conveyor-connectors delete warehouse-snowplow-bad-rows
   CONNECT_URL=http://connect.prod:8083 conveyor-connectors status --profile local
+  conveyor-connectors replay warehouse-rabbitmq-events --since 2026-12-01T02:00Z --dry-run
 
 \b
 Exit codes:
@@ -230,6 +238,73 @@ def delete_cmd(client: ConnectClient, names: tuple[str, ...], profile: str | Non
 
 
 # -- output ---------------------------------------------------------------------------------
+
+@main.command("replay")
+@click.argument("name")
+@click.option("--since", required=True,
+              help="Replay every record stamped at or after this: ISO 8601 (UTC unless a "
+                   "zone is given), or e.g. -6h.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--force", is_flag=True,
+              help="Replay even where retention has deleted records of the window.")
+@click.option("--timeout", default=600.0, show_default=True, type=float,
+              help="Seconds to wait for each step (stop, resume, catching up).")
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON on stdout.")
+@pass_client
+def replay_cmd(client: ConnectClient, name: str, since: str, dry_run: bool, force: bool,
+               timeout: float, as_json: bool) -> None:
+    """Write a sink connector's records again from a time (after the night the database
+    refused writes): plan, stop, move the offsets, resume, wait until caught up.
+
+    \b
+    The plan comes first: per partition the committed offset, the first offset stamped at
+    or after --since, and the records that replays. Refused (NOT_SAFE, 7) when retention
+    has already deleted records of the window, and for sinks whose progress is not
+    Connect's offsets (the Iceberg and Snowflake sinks). Safe to repeat: our JDBC sink
+    upserts on event_id. Kafka from KAFKA_BOOTSTRAP (default localhost:9092).
+
+    \b
+    Afterwards, conveyor-reconcile compares the window with another landing.
+    """
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092")
+    at = parse_time(since)
+    with _errors():
+        try:
+            plan = replay.make_plan(client, name, at, bootstrap)
+        except LookupError:
+            _fail(ExitCode.NOT_FOUND, f"no connector named {name}")
+        except replay.ReplayRefused as exc:
+            _fail(ExitCode.NOT_SAFE, f"refused: {exc}")
+        except KafkaException as exc:
+            _fail(ExitCode.UNREACHABLE, f"Kafka at {bootstrap}: {exc}")
+        if as_json:
+            click.echo(json.dumps(plan.as_json(), indent=2))
+        else:
+            _print_replay_plan(plan)
+        if plan.lost_to_retention and not force:
+            _fail(ExitCode.NOT_SAFE, "refused: retention has deleted records stamped after "
+                  f"--since in {len(plan.lost_to_retention)} partition(s); --force replays "
+                  "what is left")
+        if dry_run:
+            return
+        try:
+            replay.execute(client, plan, timeout=timeout,
+                           say=lambda m: click.echo(m, err=as_json))
+        except TimeoutError as exc:
+            _fail(ExitCode.NOT_RUNNING, str(exc))
+    click.echo(f"replayed {plan.records} records of {name} since {at.isoformat()}",
+               err=as_json)
+
+
+def _print_replay_plan(plan: replay.Plan) -> None:
+    click.echo(f"{plan.connector}: replay from {plan.since.isoformat()}, "
+               f"{plan.records} records")
+    for p in plan.partitions:
+        current = "-" if p.current is None else str(p.current)
+        note = "" if p.retained else "   RETENTION: records of the window are gone"
+        click.echo(f"  {p.topic}[{p.partition}]  committed {current} -> {p.new}  "
+                   f"(end {p.end}, {p.records} records){note}")
+
 
 def _print_problems(name: str, problems: list[deploy.ConfigProblem]) -> None:
     if not problems:

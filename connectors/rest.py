@@ -121,6 +121,30 @@ class ConnectClient:
                 return False
             raise
 
+    # -- KIP-875: stop, read and alter a connector's offsets, resume -----------------------
+
+    def stop(self, name: str) -> None:
+        """Stop the connector and its tasks, keeping its config (unlike pause, no task
+        is left running: the state offsets may only be altered in)."""
+        self._request("PUT", f"/connectors/{name}/stop")
+
+    def resume(self, name: str) -> None:
+        self._request("PUT", f"/connectors/{name}/resume")
+
+    def offsets(self, name: str) -> dict[tuple[str, int], int]:
+        """A sink connector's committed offsets: (topic, partition) -> next offset."""
+        doc = self._request("GET", f"/connectors/{name}/offsets")
+        return {(o["partition"]["kafka_topic"], int(o["partition"]["kafka_partition"])):
+                int(o["offset"]["kafka_offset"])
+                for o in doc.get("offsets", []) if o.get("offset")}
+
+    def alter_offsets(self, name: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Set a stopped sink connector's offsets (its consumer group's)."""
+        body = {"offsets": [{"partition": {"kafka_topic": t, "kafka_partition": p},
+                             "offset": {"kafka_offset": o}}
+                            for (t, p), o in sorted(offsets.items())]}
+        self._request("PATCH", f"/connectors/{name}/offsets", json=body)
+
     def wait_running(self, name: str, timeout: float = 120.0) -> ConnectorState:
         """Poll until the connector and all its tasks run; raise with the traces if one fails."""
         deadline = time.monotonic() + timeout

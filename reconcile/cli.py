@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import NoReturn
 
@@ -17,6 +16,7 @@ from confluent_kafka import KafkaException
 from .core import KINDS, Report, RowDigest, bucket_start, compare
 from .kafka import replay_offsets
 from .postgres import Side, SideError, TableReader
+from .times import parse_duration, parse_time
 
 
 class ExitCode(IntEnum):
@@ -54,32 +54,6 @@ Examples:
 Exit codes:
 {chr(10).join(f"  {c.value}  {c.name}" for c in ExitCode)}
 """
-
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    m = DURATION.match(text.strip())
-    if not m:
-        raise click.BadParameter(f"{text!r}: a number and s, m, h or d, e.g. 15m")
-    return timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
-
-
-def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """ISO 8601 (a time without zone is UTC), ``now``, or ``-<duration>`` before now."""
-    now = now or datetime.now(UTC)
-    t = text.strip()
-    if t == "now":
-        return now
-    if t.startswith("-"):
-        return now - parse_duration(t[1:])
-    try:
-        value = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r}: ISO 8601, 'now' or e.g. -24h") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
     click.secho(message, fg="red", err=True)

@@ -4,7 +4,9 @@ Orders go through the RabbitMQ bridge's own core into Kafka and land in our tabl
 the local connector file. A "legacy" table is fed from the same events with a known number
 of losses, duplicates, late rows and a changed value; the reconciliation must find exactly
 those. Then rows are deleted from our table (the night the database refused writes): the
-reconciliation finds them missing and says where in Kafka to replay them from.
+reconciliation finds them missing and says where in Kafka to replay them from, and
+``conveyor-connectors replay`` brings them back once; with the window's start deleted from
+the log (as retention would), the replay refuses.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from connectors import deploy
 from connectors.configs import ConnectorFile
@@ -40,20 +44,33 @@ def writer(stack: Stack, run: Run, tmp_path: Path) -> Iterator[RabbitMQWriter]:
     w.close()
 
 
-def reconcile(stack: Stack, *args: str) -> tuple[int, dict[str, Any]]:
+def command(stack: Stack, module: str, *args: str,
+            ok: tuple[int, ...] = (0, 1)) -> tuple[int, Any]:
     env = {**os.environ, "POSTGRES_DSN": stack.postgres_dsn,
-           "KAFKA_BOOTSTRAP": stack.kafka_bootstrap}
-    done = subprocess.run([sys.executable, "-m", "reconcile.cli", *args, "--json"], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode in (0, 1), done.stdout + done.stderr
-    return done.returncode, json.loads(done.stdout)
+           "KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "CONNECT_URL": stack.connect_url}
+    done = subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode in ok, done.stdout + done.stderr
+    try:
+        return done.returncode, json.loads(done.stdout)
+    except ValueError:
+        return done.returncode, done.stdout + done.stderr
+
+
+def reconcile(stack: Stack, *args: str) -> tuple[int, dict[str, Any]]:
+    return command(stack, "reconcile.cli", *args, "--json")
+
+
+def connectors_cli(stack: Stack, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, Any]:
+    return command(stack, "connectors.cli", *args, ok=ok)
 
 
 def test_a_legacy_table_is_reconciled_and_a_lost_window_is_located_in_kafka(
         stack: Stack, run: Run, writer: RabbitMQWriter, warehouse: Warehouse,
         deployed: Callable[[ConnectorFile], deploy.Applied]) -> None:
     sent = writer.publish([order(i, run.token) for i in range(N)])
-    deployed(for_test("rabbitmq-events.json", run))
+    connector = for_test("rabbitmq-events.json", run)
+    deployed(connector)
     ours = table(run, "rabbitmq", "order_placed")
     rows = warehouse.wait_count(ours, N)
     by_id = {r["event_id"]: r for r in rows}
@@ -105,3 +122,28 @@ def test_a_legacy_table_is_reconciled_and_a_lost_window_is_located_in_kafka(
     assert code == 1 and doc["totals"]["missing_in_new"] == len(gone)
     (coords,) = doc["replay"].values()   # one 5-minute bucket holds them all
     assert all(c["retained"] for c in coords) and any(c["offset"] >= 0 for c in coords), coords
+
+    # Replay from the bucket: the plan first, then the real thing; the rows come back once.
+    since = doc["buckets"][0]["bucket_start"]
+    _, plan = connectors_cli(stack, "replay", connector.name, "--since", since, "--dry-run",
+                             "--json")
+    assert plan["records"] == N and all(p["retained"] for p in plan["partitions"]), plan
+    assert warehouse.count(ours) == N - len(gone), "a dry run changes nothing"
+    _, out = connectors_cli(stack, "replay", connector.name, "--since", since)
+    assert f"replayed {plan['records']} records" in out, out
+    rows = warehouse.wait_count(ours, N)
+    assert {r["event_id"] for r in rows} == set(ids)
+    code, doc = reconcile(stack, "--old", legacy, "--new", ours, *window, *mapping)
+    assert doc["totals"]["missing_in_new"] == 0 and doc["totals"]["duplicated_new"] == 0
+    assert doc["totals"]["missing_in_old"] == LOST, "only the legacy side's own faults left"
+
+    # Retention took the start of the window: the replay refuses, changing nothing.
+    tp = TopicPartition(topic, plan["partitions"][0]["partition"], 1)
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})   # alive until answered
+    (deleted,) = admin.delete_records([tp]).values()
+    deleted.result(30)
+    code, out = connectors_cli(stack, "replay", connector.name, "--since", since, ok=(7,))
+    assert "retention" in out, out
+
+    # A connector that does not exist: named exit code, no traceback.
+    code, out = connectors_cli(stack, "replay", "no-such-connector", "--since", since, ok=(5,))

@@ -8,7 +8,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from reconcile.cli import ExitCode, _pairs, main, parse_duration, parse_time
+from reconcile.cli import ExitCode, _pairs, main
+from reconcile.times import parse_duration, parse_time
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
