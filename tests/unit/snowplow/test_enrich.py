@@ -321,3 +321,23 @@ def test_bad_rows_of_a_split_post_count_events_within_the_request() -> None:
     assert [row["event_id"] for row in bad] == [events[7]["eid"], None, events[28]["eid"]]
     assert bad[2]["violations"][0]["path"].startswith("$.data[28]")
 
+
+def test_a_redirects_uri_redirect_event_is_good() -> None:
+    """What a click redirect records, as Snowplow's trackers and enrich describe it: a
+    self-describing event of the uri_redirect schema (bundled from Iglu Central)."""
+    from urllib.parse import urlencode
+
+    target = "https://shop.example/deal?id=7&utm_source=mail"
+    event = {"schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0",
+             "data": {"schema": "iglu:com.snowplowanalytics.snowplow/uri_redirect/"
+                                "jsonschema/1-0-0", "data": {"uri": target}}}
+    query = urlencode({"e": "ue", "tv": "r-tp2", "p": "web", "u": target,
+                       "eid": "8f7c6a1e-0b7d-4c59-8a11-2f0e3d4c5b6a",
+                       "ue_pr": json.dumps(event)})
+    raw = _raw(method="GET", path="/r/tp2", query=query, body=b"", content_type=None)
+    out = ENRICHER.enrich(raw.headers(), raw.body).outputs
+    assert [o.outcome for o in out] == ["good"], [json.loads(o.value) for o in out]
+    envelope = json.loads(out[0].value)
+    assert envelope["event_type"] == "com.snowplowanalytics.snowplow/uri_redirect"
+    assert envelope["payload"]["unstruct_event"]["data"] == {"uri": target}
+

@@ -44,7 +44,15 @@ class TestResolver:
         keys = {k.uri for k in resolver.iter_keys()}
         assert "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4" in keys
         assert "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-0" in keys
+        assert "iglu:com.snowplowanalytics.snowplow/uri_redirect/jsonschema/1-0-0" in keys
         assert resolver.check_all() == {}
+
+    def test_uri_redirect_as_on_iglu_central(self, resolver: Resolver) -> None:
+        key = SchemaKey.parse("iglu:com.snowplowanalytics.snowplow/uri_redirect/jsonschema/1-0-0")
+        assert resolver.validate(key, {"uri": "https://shop.example/deal?id=7"}) == []
+        for data in ({}, {"uri": 7}, {"uri": "https://shop.example/" + "x" * 8192},
+                     {"uri": "https://shop.example/", "target": "_blank"}):
+            assert resolver.validate(key, data), data
 
     def test_unknown_schema(self, resolver: Resolver) -> None:
         with pytest.raises(IgluError) as err:
