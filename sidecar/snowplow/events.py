@@ -29,6 +29,8 @@ _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # Namespace for event ids derived from content when a tracker sent none (see derive_event_id).
 _DERIVED_NS = uuid.UUID("6f1c3a0e-5d8b-4b7e-9a51-2c1f0d7e4b3a")
+# Parameters whose JSON the payload holds decoded, not as sent.
+_DECODED = frozenset({"ue_px", "ue_pr", "cx", "co"})
 # Parameters that change between a tracker's retries of the same event.
 _VOLATILE = frozenset({"stm"})
 # Epoch millis outside this range are not timestamps a tracker could mean (1990..2100).
@@ -136,7 +138,7 @@ class TrackerEvent:
                 return None
             return value if value is not None and math.isfinite(value) else None
 
-        raw = {k: v for k, v in p.items() if k not in ("ue_px", "ue_pr", "cx", "co")}
+        raw = {k: v for k, v in p.items() if k not in _DECODED}
         return {
             "event": self.kind,
             "app_id": p.get("aid"),
