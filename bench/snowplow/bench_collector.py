@@ -386,9 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collector CPU per event, now / before: "
               f"{durable.cpu_per_10k / by['before'].cpu_per_10k:.2f} (goal <= 0.5)")
     # The same enrich in process, no Kafka: what the core and writer cost per event alone.
-    offline = bench_enrich.summary(bench_enrich.measure(1000, 5, "avro"))
-    offline_before = (bench_enrich.measure_src(Path(args.enrich_baseline_src), 1000, 5, "avro")
-                      if args.enrich_baseline_src else None)
+    offline_before: dict[str, float] | None = None
+    if args.enrich_baseline_src:
+        offline, offline_before = bench_enrich.compare(Path(args.enrich_baseline_src), 1000, 5,
+                                                       "avro", 3)
+    else:
+        offline = bench_enrich.summary(bench_enrich.measure(1000, 5, "avro"))
     print(bench_enrich.line(offline, "avro", offline_before)
           + f"; load average {bench_enrich.load()}")
     print(json.dumps({"bench": "snowplow",
