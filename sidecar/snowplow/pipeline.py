@@ -35,6 +35,7 @@ from .protocol import (
     merge_query,
     parse_querystring,
     parse_tp2,
+    redirect_event,
 )
 from .routing import Router
 
@@ -171,6 +172,8 @@ class CollectorCore:
             if not query:
                 return whole("protocol", "empty", "pixel request without tracker parameters",
                              original)
+            if req.path == REDIRECT_PATH:
+                query = redirect_event(query)
             raw_events = [RawEvent(-1, query, original)]
         elif req.path == TP2_PATH:
             body = req.body or b""

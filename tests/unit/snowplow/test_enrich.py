@@ -341,3 +341,42 @@ def test_a_redirects_uri_redirect_event_is_good() -> None:
     assert envelope["event_type"] == "com.snowplowanalytics.snowplow/uri_redirect"
     assert envelope["payload"]["unstruct_event"]["data"] == {"uri": target}
 
+
+
+def test_a_plain_click_redirect_becomes_a_uri_redirect_event() -> None:
+    """A link ``/r/tp2?u=URL`` with no event of its own, as email campaigns carry them:
+    Snowplow's redirect adapter makes the click the event (e=ue, uri_redirect, tv r-tp2)."""
+    from urllib.parse import urlencode
+
+    target = "https://shop.example/deal?id=7"
+    raw = _raw(method="GET", path="/r/tp2", query=urlencode({"u": target, "aid": "mail"}),
+               body=b"", content_type=None)
+    (out,) = ENRICHER.enrich(raw.headers(), raw.body).outputs
+    assert out.outcome == "good", json.loads(out.value)
+    envelope = json.loads(out.value)
+    assert envelope["event_type"] == "com.snowplowanalytics.snowplow/uri_redirect"
+    assert envelope["payload"]["unstruct_event"]["data"] == {"uri": target}
+    assert envelope["payload"]["v_tracker"] == "r-tp2" and envelope["payload"]["app_id"] == "mail"
+
+
+def test_a_redirect_carrying_an_event_adds_the_click_as_its_entity() -> None:
+    from urllib.parse import urlencode
+
+    from sidecar.snowplow.protocol import redirect_event
+
+    target = "https://shop.example/x"
+    device = {"schema": "iglu:com.conveyor.grocer/device/jsonschema/1-0-0",
+              "data": {"device_id": "d", "kind": "phone"}}
+    co = json.dumps({"schema": "iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-1",
+                     "data": [device]})
+    params = redirect_event({"e": "pv", "u": target, "co": co, "tv": "js-3"})
+    assert "u" not in params and params["e"] == "pv" and params["tv"] == "js-3"
+    entities = json.loads(params["co"])["data"]
+    assert entities[0] == device and entities[1]["data"] == {"uri": target}
+    # A broken co is left for validation to turn into the bad row, not swallowed here.
+    assert redirect_event({"e": "pv", "u": target, "co": "{"})["co"] == "{"
+    raw = _raw(method="GET", path="/r/tp2", query=urlencode(
+        {"e": "pv", "u": target, "url": target, "eid": "8f7c6a1e-0b7d-4c59-8a11-2f0e3d4c5b6b"}),
+        body=b"", content_type=None)
+    (out,) = ENRICHER.enrich(raw.headers(), raw.body).outputs
+    assert out.outcome == "good", json.loads(out.value)
