@@ -135,7 +135,7 @@ def make_plan(client: ConnectClient, name: str, since: datetime, bootstrap: str,
                 new = high if tp.offset < 0 else tp.offset
                 retained = not (low > 0 and new == low
                                 and _stamp_at(consumer, topic, tp.partition, low) > ms)
-                target = _after_last_record(consumer, topic, tp.partition, max(low, new), high)
+                target = after_last_record(consumer, topic, tp.partition, max(low, new), high)
                 plan.partitions.append(PartitionPlan(
                     topic, tp.partition, current.get((topic, tp.partition)), new, high, low,
                     retained, target))
@@ -159,10 +159,13 @@ def _stamp_at(consumer: Consumer, topic: str, partition: int, offset: int,
         consumer.unassign()
 
 
-def _after_last_record(consumer: Consumer, topic: str, partition: int, start: int, end: int,
+def after_last_record(consumer: Consumer, topic: str, partition: int, start: int, end: int,
                        look_back: int = 1000, timeout: float = 15.0) -> int:
     """The offset after the last committed record in [start, end), looking at most
-    ``look_back`` offsets back; ``start`` when there is none there."""
+    ``look_back`` offsets back; ``start`` when there is none there. ``consumer`` must read
+    read_committed with partition EOF events. A consumer that has read everything commits
+    this, which is short of ``end`` by the markers after it (one per transaction, committed
+    or aborted, that ended there)."""
     if end <= start:
         return start
     consumer.assign([TopicPartition(topic, partition, max(start, end - look_back))])

@@ -43,6 +43,7 @@ import yaml
 from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson, Tracker
 
 from bench.snowplow import bench_enrich
+from connectors.replay import after_last_record
 
 ROOT = Path(__file__).resolve().parents[2]
 TP2 = "/com.snowplowanalytics.snowplow/tp2"
@@ -294,19 +295,24 @@ def run_enrich(bootstrap: str, workdir: Path, cfg: dict[str, Any]) -> EnrichResu
     raw = cfg["raw"]["topic"]
     group = cfg["enrich"]["group_id"]
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                      "enable.auto.commit": False})
+                      "enable.auto.commit": False, "isolation.level": "read_committed",
+                      "enable.partition.eof": True})
     parts = [TopicPartition(raw, p)
              for p in probe.list_topics(raw, timeout=10).topics[raw].partitions]
-    highs = {tp.partition: probe.get_watermark_offsets(tp, timeout=10, cached=False)[1]
-             for tp in parts}
+    # Done is enrich's offsets past each partition's last committed record: the log may
+    # end with several markers (the collector's last transaction aborted at its stop).
+    highs = {}
+    for tp in parts:
+        low, high = probe.get_watermark_offsets(tp, timeout=10, cached=False)
+        highs[tp.partition] = after_last_record(probe, raw, tp.partition, low, high,
+                                                look_back=high - low)
     url = f"http://127.0.0.1:{cfg['enrich']['port']}"
     proc = start(workdir, "snowplow-enrich", cfg["_path"], f"{url}/health")
     try:
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-        # Committed offsets may stop one short of the high watermark (a commit marker).
         while True:
             done = probe.committed(parts, timeout=10)
-            if all(tp.offset >= highs[tp.partition] - 1 for tp in done):
+            if all(tp.offset >= highs[tp.partition] for tp in done):
                 break
             time.sleep(0.05)
         seconds, cpu = time.monotonic() - t0, cpu_seconds(proc.pid) - cpu0
