@@ -56,21 +56,9 @@ TARGET_EVENTS_S = 5000
 TARGET_RATIO = 0.5
 
 
-class _Capture:
-    def __init__(self) -> None:
-        self.events: list[dict[str, str]] = []
-
-    def input(self, payload: dict[str, Any]) -> None:
-        self.events.append({k: str(v) for k, v in payload.items()})
-
-    def flush(self) -> None: ...
-    def sync_flush(self) -> None: ...
-    def async_flush(self) -> None: ...
-
-
 def template_events() -> list[dict[str, str]]:
     """Ten events as the Python tracker's POST emitter would send them."""
-    cap = _Capture()
+    cap = bench_enrich.Capture()
     tracker = Tracker("bench", cap, app_id="shop")
     for i in range(EVENTS_PER_REQUEST):
         if i % 2:

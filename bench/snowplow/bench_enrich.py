@@ -62,7 +62,9 @@ HEADERS = {"content-type": "application/json; charset=utf-8",
            "cookie": "sp=5f0e3d4c-1a2b-4c59-8a11-2f0e3d4c5b6a"}
 
 
-class _Capture:
+class Capture:
+    """An emitter that keeps what the real tracker would send (nothing leaves)."""
+
     def __init__(self) -> None:
         self.events: list[dict[str, str]] = []
 
@@ -76,7 +78,7 @@ class _Capture:
 
 def template_events(encode_base64: bool) -> list[dict[str, str]]:
     """One POST's ten events as the Python tracker's emitter sends them."""
-    cap = _Capture()
+    cap = Capture()
     tracker = Tracker("bench", cap, app_id="shop", encode_base64=encode_base64)
     page = [SelfDescribingJson(WEB_PAGE, {"id": str(uuid.uuid4())})]
     for i in range(EVENTS_PER_REQUEST):
