@@ -124,24 +124,52 @@ def make_plan(client: ConnectClient, name: str, since: datetime, bootstrap: str,
     try:
         meta = consumer.list_topics(timeout=timeout)
         topics = sink_topics(config, [t for t in meta.topics if not t.startswith("__")])
-        ms = int(since.timestamp() * 1000)
         plan = Plan(name, since)
         for topic in topics:
-            parts = sorted(meta.topics[topic].partitions)
-            asked = [TopicPartition(topic, p, ms) for p in parts]
-            for tp in consumer.offsets_for_times(asked, timeout=timeout):
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, tp.partition), timeout=timeout)
-                new = high if tp.offset < 0 else tp.offset
-                retained = not (low > 0 and new == low
-                                and _stamp_at(consumer, topic, tp.partition, low) > ms)
-                target = after_last_record(consumer, topic, tp.partition, max(low, new), high)
+            for at in offsets_at(consumer, topic, since, sorted(meta.topics[topic].partitions),
+                                 timeout):
+                target = after_last_record(consumer, topic, at.partition,
+                                           max(at.log_start, at.offset), at.end)
                 plan.partitions.append(PartitionPlan(
-                    topic, tp.partition, current.get((topic, tp.partition)), new, high, low,
-                    retained, target))
+                    topic, at.partition, current.get((topic, at.partition)), at.offset,
+                    at.end, at.log_start, at.retained, target))
         return plan
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True)
+class OffsetAt:
+    """Where a time starts in one partition, and whether retention still holds it."""
+
+    partition: int
+    offset: int        # the first record stamped at or after the time; ``end`` if none
+    log_start: int
+    end: int
+    retained: bool
+
+    def as_json(self) -> dict[str, object]:
+        return {"partition": self.partition, "offset": self.offset,
+                "log_start": self.log_start, "end": self.end, "retained": self.retained}
+
+
+def offsets_at(consumer: Consumer, topic: str, at: datetime, partitions: list[int],
+               timeout: float = 15.0) -> list[OffsetAt]:
+    """Kafka's offsets for a time, per partition. Kafka answers a time older than every
+    record it still holds with the log start, so an answer equal to a log start that
+    retention has moved, whose record is stamped after the time, means records of the
+    window are gone (``retained`` False)."""
+    ms = int(at.timestamp() * 1000)
+    out = []
+    asked = [TopicPartition(topic, p, ms) for p in partitions]
+    for tp in consumer.offsets_for_times(asked, timeout=timeout):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition),
+                                                   timeout=timeout)
+        offset = high if tp.offset < 0 else tp.offset
+        retained = not (low > 0 and offset == low
+                        and _stamp_at(consumer, topic, tp.partition, low) > ms)
+        out.append(OffsetAt(tp.partition, offset, low, high, retained))
+    return out
 
 
 def _stamp_at(consumer: Consumer, topic: str, partition: int, offset: int,
