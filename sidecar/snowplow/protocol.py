@@ -156,8 +156,8 @@ def redirect_event(params: dict[str, str]) -> dict[str, str]:
         data = contexts["data"] if isinstance(contexts, dict) else None
         if not isinstance(data, list):
             return params
-    except Exception:
-        return params
+    except (ProtocolError, ValueError, KeyError):
+        return params   # a broken co/cx is left as sent: validation makes it the bad row
     contexts = {**contexts, "data": [*data, entity]}
     out.pop("cx", None)
     out["co"] = codec.dumps(contexts).decode()
