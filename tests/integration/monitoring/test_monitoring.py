@@ -54,16 +54,18 @@ def _target_down_window(job: str) -> float:
     return interval + 2 * evaluation + _seconds(rule.get("for", "0s"))
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, pause: float = 1.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` and the last
-    answer."""
+def wait_for(what: str, check: Callable[[], Any], timeout: float, pause: float = 1.0,
+             explain: Callable[[], str] | None = None) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` (and what
+    ``explain`` says then)."""
     deadline = time.monotonic() + timeout
     while True:
         last = check()
         if last:
             return last
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout:.0f}s", pytrace=False)
+            detail = f": {explain()}" if explain is not None else ""
+            pytest.fail(f"{what} within {timeout:.0f}s{detail}", pytrace=False)
         time.sleep(pause)
 
 
@@ -116,12 +118,8 @@ def test_every_conveyor_process_is_scraped(prometheus: httpx.Client) -> None:
                          f"{targets.get(job, {}).get('lastError', '')}".strip()
                          for job in sorted(CONVEYOR_JOBS))
 
-    deadline = time.monotonic() + SETTLE_S
-    while not _conveyor_targets_up(prometheus):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not every Conveyor target is up within {SETTLE_S:.0f}s: {report()}",
-                        pytrace=False)
-        time.sleep(1)
+    wait_for("every Conveyor target up", lambda: _conveyor_targets_up(prometheus), SETTLE_S,
+             explain=report)
     # And Prometheus holds their samples, not only a healthy scrape.
     up = prometheus.get("/api/v1/query", params={"query": "up"}).json()["data"]["result"]
     assert {r["metric"]["job"] for r in up if r["value"][1] == "1"} >= CONVEYOR_JOBS
