@@ -43,15 +43,19 @@ import yaml
 from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson, Tracker
 
 from bench.snowplow import bench_enrich
+
+# The same requests as the enrich bench: one definition of what a tracker sends.
+from bench.snowplow.bench_enrich import (
+    BASKET,
+    DEVICE,
+    EVENTS_PER_REQUEST,
+    ORDER,
+    PAYLOAD_DATA,
+    ROOT,
+    TP2,
+)
 from connectors.replay import after_last_record
 
-ROOT = Path(__file__).resolve().parents[2]
-TP2 = "/com.snowplowanalytics.snowplow/tp2"
-PAYLOAD_DATA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
-ORDER = "iglu:com.conveyor.grocer/order_placed/jsonschema/1-0-0"
-BASKET = "iglu:com.conveyor.grocer/basket_item/jsonschema/1-0-0"
-DEVICE = "iglu:com.conveyor.grocer/device/jsonschema/1-0-0"
-EVENTS_PER_REQUEST = 10
 TARGET_EVENTS_S = 5000
 TARGET_RATIO = 0.5
 
