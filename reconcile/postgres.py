@@ -35,6 +35,7 @@ class Side:
     columns: tuple[str, ...] = ()        # compared, paired by position with the other side
     where: str | None = None             # an operator's SQL predicate, e.g. no canaries
     label: str = ""
+    exclude_id_prefix: str | None = None  # ids starting so are left out (canaries)
 
     def _table(self) -> sql.Composable:
         return sql.SQL(".").join(sql.Identifier(p) for p in self.table.split("."))
@@ -48,6 +49,9 @@ class Side:
 
     def _filter(self) -> sql.Composable:
         base = sql.SQL("{t} >= %(lo)s AND {t} < %(hi)s").format(t=sql.Identifier(self.time))
+        if self.exclude_id_prefix:
+            base = sql.SQL("{} AND NOT starts_with({}::text, {})").format(
+                base, sql.Identifier(self.id), sql.Literal(self.exclude_id_prefix))
         if self.where:
             return sql.SQL("{} AND ({})").format(base, sql.SQL(self.where))
         return base

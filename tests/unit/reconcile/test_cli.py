@@ -46,3 +46,24 @@ def test_an_empty_window_is_refused() -> None:
     result = CliRunner().invoke(main, ["--old", "a", "--new", "b", "--since", "now",
                                        "--until", "-1h"], env={"POSTGRES_DSN": "x"})
     assert result.exit_code == ExitCode.USAGE and "--since must be before" in result.output
+
+
+def test_the_old_side_is_a_table_or_a_topic_never_both() -> None:
+    env = {"POSTGRES_DSN": "x"}
+    for args in ([], ["--old", "a", "--old-topic", "t"]):
+        result = CliRunner().invoke(main, ["--new", "b", "--since", "-1h", *args], env=env)
+        assert result.exit_code == ExitCode.USAGE and "--old-topic" in result.output
+    result = CliRunner().invoke(main, ["--old-topic", "t", "--new", "b", "--since", "-1h",
+                                       "--old-where", "true"], env=env)
+    assert result.exit_code == ExitCode.USAGE and "--topic-exclude" in result.output
+    result = CliRunner().invoke(main, ["--old-topic", "t", "--new", "b", "--since", "-1h",
+                                       "--topic-exclude", "canary"], env=env)
+    assert result.exit_code == ExitCode.USAGE and "FIELD=VALUE" in result.output
+
+
+def test_help_teaches_the_topic_mode_and_names_every_exit_code() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "--old-topic" in result.output and "canary" in result.output.lower()
+    for code in ExitCode:
+        assert f"{code.value}  {code.name}" in result.output
