@@ -318,7 +318,10 @@ def test_one_instance_drains_several_queues(scenario: Scenario) -> None:
     for i in range(400):
         s.publisher.publish("one.x" if i % 2 else "two.x", b'{"i": %d}' % i, message_id=f"q{i}")
     routed = "conveyor_rabbitmq_produced_total{kind=\"routed\""
-    wait_for(lambda: bridge.metric_sum(routed) >= 400, 60, "both queues drained")
+    wait_for(lambda: bridge.metric_sum(routed) >= 400, 60, "both queues drained",
+             explain=lambda: f"routed {bridge.metric_sum(routed):.0f} of 400; depths "
+                             f"{queue_depth(s.stack, q1)}, {queue_depth(s.stack, q2)}; "
+                             f"bridge log:\n{bridge.log_tail(60)}")
     metrics = bridge.metrics()
     assert metrics[f'conveyor_rabbitmq_produced_total{{kind="routed",queue="{q1}"}}'] == 200
     assert metrics[f'conveyor_rabbitmq_produced_total{{kind="routed",queue="{q2}"}}'] == 200
