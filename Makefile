@@ -60,8 +60,12 @@ lint: venv ## ruff and mypy over the Python code
 	$(VENV)/bin/mypy
 
 .PHONY: unit
-unit: venv ## Unit tests of Python and Java (start nothing)
+unit: unit-python unit-java ## Unit tests of Python and Java (start nothing)
+
+.PHONY: unit-python unit-java
+unit-python: venv
 	$(VENV)/bin/pytest -q tests/unit
+unit-java:
 	cd transforms && mvn -B -q package
 
 .PHONY: monitoring-check
@@ -76,7 +80,11 @@ itest: venv images ## Integration tests against the real stack in containers
 	@$(WITH_ENV) $(VENV)/bin/pytest -q --durations=10 --durations-min=5 tests/integration
 
 .PHONY: test
-test: unit monitoring-check itest ## Every test: unit tests, the monitoring checks, then integration tests
+# The unit tests need no containers and the image builds mostly wait on the network and the
+# disk: run them side by side (each one's output printed whole when it ends), then the rest.
+test: ## Every test: unit tests (beside the image builds), the monitoring checks, then integration tests
+	@$(MAKE) --no-print-directory -j3 --output-sync=target unit-python unit-java images
+	@$(MAKE) --no-print-directory monitoring-check itest
 
 .PHONY: bench
 bench: venv up ## Benchmarks vs baselines from the same run (BENCH="rabbitmq snowplow connect")
