@@ -1,0 +1,3 @@
+from sla.cli import main
+
+main()

@@ -1,0 +1,266 @@
+"""Kafka and Connect side of a scrape: sink groups, their committed offsets, the log's
+bounds, and the timestamp of the record each group reads next.
+
+Per scrape: one Connect listing (cached for ``metadata_ttl``), one committed-offsets request
+per group, two ListOffsets requests for every partition (earliest, last stable), and one read
+per partition that is behind *and* whose committed offset moved since the last scrape: the
+timestamp of the record at an offset never changes, so it is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from connectors.replay import ReplayRefused, sink_topics
+
+from .core import PartitionState, included
+
+log = logging.getLogger(__name__)
+
+# Bounds the timestamp cache: one entry per (topic, partition, offset) a group sat at.
+STAMP_CACHE_SIZE = 10_000
+
+
+class SourceDown(Exception):
+    """A source (Kafka, Connect, PostgreSQL) did not answer; the scrape reports it as down."""
+
+
+@dataclass(frozen=True)
+class Sink:
+    connector: str
+    group: str
+    config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PartitionReading:
+    connector: str
+    group: str
+    topic: str
+    partition: int
+    state: PartitionState
+    next_record_ms: int | None   # None: caught up, or nothing committed before the end
+    known: bool = True           # False: the record was not read in time; lag unknown
+
+
+class Cached:
+    """A value recomputed at most every ``ttl`` seconds (and on ``invalidate``)."""
+
+    def __init__(self, load: Callable[[], Any], ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._load, self._ttl, self._clock = load, ttl, clock
+        self._value: Any = None
+        self._at: float | None = None
+
+    def get(self) -> Any:
+        now = self._clock()
+        if self._at is None or now - self._at >= self._ttl:
+            self._value = self._load()
+            self._at = now
+        return self._value
+
+    def invalidate(self) -> None:
+        self._at = None
+
+
+def list_sinks(connect_url: str, patterns: list[str], timeout: float) -> list[Sink]:
+    """Sink connectors Connect knows (running, paused or stopped), as {name, group, config}."""
+    try:
+        r = httpx.get(f"{connect_url.rstrip('/')}/connectors", params={"expand": "info"},
+                      timeout=timeout)
+        r.raise_for_status()
+        listing = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise SourceDown(f"Connect at {connect_url}: {exc}") from exc
+    sinks = []
+    for name, entry in sorted(listing.items()):
+        info = entry.get("info") or {}
+        if info.get("type") == "sink" and included(name, patterns):
+            sinks.append(Sink(name, f"connect-{name}", dict(info.get("config") or {})))
+    return sinks
+
+
+class KafkaReader:
+    """The I/O shell over librdkafka. Never commits, never joins a group."""
+
+    def __init__(self, client_conf: dict[str, Any], read_timeout: float,
+                 request_timeout: float = 10.0) -> None:
+        self._timeout = request_timeout
+        self._read_timeout = read_timeout
+        self._admin = AdminClient({**client_conf, "log_level": 3})
+        self._consumer = Consumer({
+            **client_conf,
+            "group.id": "conveyor-sla-probe",     # required; it never subscribes or commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",  # the record a sink would read next
+            # One record per partition is all a probe needs: small fetches keep memory flat.
+            "max.partition.fetch.bytes": 65536,
+            "fetch.max.bytes": 1048576,
+            "queued.max.messages.kbytes": 4096,
+            "log_level": 3,
+        })
+        self._stamps: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def topics(self) -> dict[str, list[int]]:
+        try:
+            md = self._consumer.list_topics(timeout=self._timeout)
+        except Exception as exc:
+            raise SourceDown(f"Kafka metadata: {exc}") from exc
+        return {name: sorted(t.partitions) for name, t in md.topics.items()
+                if not name.startswith("__") and t.error is None}
+
+    def committed(self, group: str, parts: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets for ``parts`` (missing: never committed)."""
+        if not parts:
+            return {}
+        request = [ConsumerGroupTopicPartitions(group, parts)]
+        try:
+            futures = self._admin.list_consumer_group_offsets(request,
+                                                              request_timeout=self._timeout)
+            result = futures[group].result(timeout=self._timeout)
+        except Exception as exc:
+            raise SourceDown(f"committed offsets of {group}: {exc}") from exc
+        return {(tp.topic, tp.partition): tp.offset
+                for tp in result.topic_partitions if tp.error is None and tp.offset >= 0}
+
+    def bounds(self, parts: list[TopicPartition]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(log start, last stable offset) per partition, two batched requests."""
+        if not parts:
+            return {}
+        out: dict[tuple[str, int], list[int]] = {}
+        for i, spec in enumerate((OffsetSpec.earliest(), OffsetSpec.latest())):
+            ask = {TopicPartition(tp.topic, tp.partition): spec for tp in parts}
+            try:
+                futures = self._admin.list_offsets(
+                    ask, isolation_level=IsolationLevel.READ_COMMITTED,
+                    request_timeout=self._timeout)
+                for tp, fut in futures.items():
+                    try:
+                        offset = fut.result(timeout=self._timeout).offset
+                    except Exception as exc:  # one partition without a leader, say
+                        log.warning("sla.partition_offsets_failed", extra={
+                            "topic": tp.topic, "partition": tp.partition, "error": str(exc)})
+                        continue
+                    out.setdefault((tp.topic, tp.partition), [0, 0])[i] = offset
+            except Exception as exc:
+                raise SourceDown(f"log offsets: {exc}") from exc
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def next_stamps(self, at: dict[tuple[str, int], int]
+                    ) -> dict[tuple[str, int], int | None]:
+        """For each partition, the timestamp (ms) of the first committed record at or after
+        the offset, or None when none is left before its end (only transaction markers or
+        aborted records). A partition not read within the timeout is absent: unknown."""
+        found: dict[tuple[str, int], int | None] = {}
+        todo = {}
+        for (topic, p), offset in at.items():
+            stamp = self._stamps.get((topic, p, offset))
+            if stamp is not None:
+                self._stamps.move_to_end((topic, p, offset))
+                found[(topic, p)] = stamp
+            else:
+                todo[(topic, p)] = offset
+        if not todo:
+            return found
+        self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in todo.items()])
+        paused: list[TopicPartition] = []
+        deadline = time.monotonic() + self._read_timeout
+        try:
+            while todo and time.monotonic() < deadline:
+                for msg in self._consumer.consume(num_messages=500, timeout=0.2):
+                    key = (msg.topic(), msg.partition())
+                    if key not in todo:
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            del todo[key]
+                            found[key] = None
+                        continue
+                    stamp = int(msg.timestamp()[1])
+                    self._remember((key[0], key[1], todo.pop(key)), stamp)
+                    found[key] = stamp
+                    # Its first record is all we need: stop fetching the rest.
+                    paused.append(TopicPartition(key[0], key[1]))
+                    self._consumer.pause(paused[-1:])
+        finally:
+            if paused:
+                self._consumer.resume(paused)
+            self._consumer.unassign()
+        if todo:
+            log.warning("sla.records_not_read", extra={"partitions": len(todo),
+                                                       "timeout_s": self._read_timeout})
+        return found
+
+    def _remember(self, key: tuple[str, int, int], stamp: int) -> None:
+        self._stamps[key] = stamp
+        while len(self._stamps) > STAMP_CACHE_SIZE:
+            self._stamps.popitem(last=False)
+
+
+def read_partitions(reader: KafkaReader, sinks: list[Sink],
+                    topics: dict[str, list[int]]) -> tuple[list[PartitionReading], list[str]]:
+    """Every partition of every sink's topics; plus the sinks that could not be read."""
+    problems: list[str] = []
+    per_sink: list[tuple[Sink, list[TopicPartition], dict[tuple[str, int], int]]] = []
+    for sink in sinks:
+        try:
+            names = sink_topics(sink.config, list(topics))
+        except ReplayRefused as exc:
+            problems.append(f"{sink.connector}: {exc}")
+            continue
+        parts = [TopicPartition(t, p) for t in names if t in topics for p in topics[t]]
+        try:
+            committed = reader.committed(sink.group, parts)
+        except SourceDown as exc:
+            problems.append(str(exc))
+            continue
+        per_sink.append((sink, parts, committed))
+    every = {(tp.topic, tp.partition) for _, parts, _ in per_sink for tp in parts}
+    bounds = reader.bounds([TopicPartition(t, p) for t, p in sorted(every)])
+    states = []
+    for sink, parts, committed in per_sink:
+        for tp in parts:
+            key = (tp.topic, tp.partition)
+            if key not in bounds:
+                continue
+            start, end = bounds[key]
+            states.append((sink, tp, PartitionState(committed.get(key), start, end)))
+    # The same topic under two sinks at different offsets needs two reads: one per offset.
+    behind: dict[tuple[str, int], set[int]] = {}
+    for _, tp, st in states:
+        if not st.caught_up:
+            behind.setdefault((tp.topic, tp.partition), set()).add(st.position)
+    stamps: dict[tuple[str, int, int], int | None] = {}
+    while behind:
+        batch = {k: v.pop() for k, v in behind.items()}
+        behind = {k: v for k, v in behind.items() if v}
+        for (t, p), ms in reader.next_stamps(batch).items():
+            stamps[(t, p, batch[(t, p)])] = ms
+    readings = []
+    for sink, tp, st in states:
+        key3 = (tp.topic, tp.partition, st.position)
+        known = st.caught_up or key3 in stamps
+        readings.append(PartitionReading(sink.connector, sink.group, tp.topic, tp.partition,
+                                         st, None if st.caught_up else stamps.get(key3),
+                                         known))
+    return readings, problems
