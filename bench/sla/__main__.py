@@ -1,0 +1,3 @@
+from bench.sla.bench_exporter import main
+
+raise SystemExit(main())
