@@ -116,6 +116,7 @@ class KafkaReader:
             "log_level": 3,
         })
         self._stamps: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        self._tails: dict[tuple[str, int], tuple[int, int]] = {}
 
     def close(self) -> None:
         self._consumer.close()
@@ -165,14 +166,24 @@ class KafkaReader:
                 raise SourceDown(f"log offsets: {exc}") from exc
         return {k: (v[0], v[1]) for k, v in out.items()}
 
-    def next_stamps(self, at: dict[tuple[str, int], int]
+    def next_stamps(self, at: dict[tuple[str, int], int],
+                    ends: dict[tuple[str, int], int] | None = None
                     ) -> dict[tuple[str, int], int | None]:
         """For each partition, the timestamp (ms) of the first committed record at or after
         the offset, or None when none is left before its end (only transaction markers or
-        aborted records). A partition not read within the timeout is absent: unknown."""
+        aborted records). A partition not read within the timeout is absent: unknown.
+
+        A sink that has written everything sits one offset short of the end, before the
+        last transaction's marker: remembered per partition (offset, end), so an idle,
+        caught-up partition is not read again at every scrape."""
+        ends = ends or {}
         found: dict[tuple[str, int], int | None] = {}
         todo = {}
         for (topic, p), offset in at.items():
+            key2 = (topic, p)
+            if key2 in ends and self._tails.get(key2) == (offset, ends[key2]):
+                found[key2] = None
+                continue
             stamp = self._stamps.get((topic, p, offset))
             if stamp is not None:
                 self._stamps.move_to_end((topic, p, offset))
@@ -193,8 +204,10 @@ class KafkaReader:
                     err = msg.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
-                            del todo[key]
+                            offset = todo.pop(key)
                             found[key] = None
+                            if key in ends:
+                                self._tails[key] = (offset, ends[key])
                         continue
                     stamp = int(msg.timestamp()[1])
                     self._remember((key[0], key[1], todo.pop(key)), stamp)
@@ -247,6 +260,7 @@ def read_partitions(reader: KafkaReader, sinks: list[Sink],
             states.append((sink, tp, PartitionState(committed.get(key), start, end)))
     # The same topic under two sinks at different offsets needs two reads: one per offset.
     behind: dict[tuple[str, int], set[int]] = {}
+    ends = {(tp.topic, tp.partition): st.end for _, tp, st in states}
     for _, tp, st in states:
         if not st.caught_up:
             behind.setdefault((tp.topic, tp.partition), set()).add(st.position)
@@ -254,7 +268,7 @@ def read_partitions(reader: KafkaReader, sinks: list[Sink],
     while behind:
         batch = {k: v.pop() for k, v in behind.items()}
         behind = {k: v for k, v in behind.items() if v}
-        for (t, p), ms in reader.next_stamps(batch).items():
+        for (t, p), ms in reader.next_stamps(batch, ends).items():
             stamps[(t, p, batch[(t, p)])] = ms
     readings = []
     for sink, tp, st in states:

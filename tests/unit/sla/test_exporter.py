@@ -200,7 +200,9 @@ class FakeReader:
     def bounds(self, parts: list[TopicPartition]) -> dict[tuple[str, int], tuple[int, int]]:
         return {(tp.topic, tp.partition): (0, 9) for tp in parts}
 
-    def next_stamps(self, at: dict[tuple[str, int], int]) -> dict[tuple[str, int], int | None]:
+    def next_stamps(self, at: dict[tuple[str, int], int],
+                    ends: dict[tuple[str, int], int] | None = None
+                    ) -> dict[tuple[str, int], int | None]:
         self.asked.append(dict(at))
         # Partition 0 at offset 2 is not read in time: its lag is unknown, not 0.
         return {k: NOW_MS - 1000 * o for k, o in at.items() if o != 2}
