@@ -6,15 +6,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from enum import IntEnum
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
 import click
 import psycopg
 from confluent_kafka import KafkaException
 
-from .core import KINDS, Report, RowDigest, Summary, bucket_start, compare
+from .core import KINDS, Report, compare, to_drill
+from .drill import Reader, both, drill
 from .kafka import replay_offsets
 from .postgres import Side, SideError, TableReader
 from .records import RecordSpec
@@ -81,13 +83,6 @@ Exit codes:
 """
 
 DEFAULT_REGISTRY = "http://localhost:8081/apis/ccompat/v7"
-
-
-class Reader(Protocol):
-    def summaries(self, since: datetime, until: datetime, bucket: timedelta,
-                  sla: timedelta) -> dict[int, Summary]: ...
-    def rows(self, lo: datetime, hi: datetime) -> list[RowDigest]: ...
-    def close(self) -> None: ...
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
@@ -246,16 +241,15 @@ def run(old: Side | TopicSide, new: Side, lo: datetime, hi: datetime, size: time
         except psycopg.OperationalError as exc:
             _fail(ExitCode.UNREACHABLE, f"cannot connect: {str(exc).splitlines()[0]}")
         o_reader, n_reader = readers
-        o_sum = o_reader.summaries(lo, hi, size, sla)
-        n_sum = n_reader.summaries(lo, hi, size, sla)
-
-        def rows(b: int) -> tuple[list[RowDigest], list[RowDigest]]:
-            start = max(bucket_start(b, size), lo)
-            end = min(bucket_start(b + 1, size), hi)
-            return o_reader.rows(start, end), n_reader.rows(start, end)
-
-        report = compare(o_sum, n_sum, since=lo, until=hi, bucket=size, rows=rows,
-                         progress=_bar("drilling into buckets", progress))
+        with ThreadPoolExecutor(2) as pool:
+            # Both sides at once: each is a scan its database (or Kafka) does.
+            o_sum, n_sum = both(pool, lambda r: r.summaries(lo, hi, size, sla),
+                                o_reader, n_reader)
+            drilled = drill(o_reader, n_reader, to_drill(o_sum, n_sum), o_sum, n_sum,
+                            since=lo, until=hi, bucket=size, sla=sla, pool=pool,
+                            progress=_bar("narrowing the buckets that differ", progress))
+        report = compare(o_sum, n_sum, since=lo, until=hi, bucket=size,
+                         rows=lambda b: drilled[b])
         stats = o_reader.stats if isinstance(o_reader, TopicReader) else None
         return report, stats
     except SideError as exc:

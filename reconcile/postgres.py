@@ -47,16 +47,24 @@ class Side:
             sql.SQL("coalesce({}::text, '\\N')").format(sql.Identifier(c))
             for c in self.columns)
 
-    def _filter(self) -> sql.Composable:
+    def _filter(self, *extra: sql.Composable) -> sql.Composable:
         base = sql.SQL("{t} >= %(lo)s AND {t} < %(hi)s").format(t=sql.Identifier(self.time))
         if self.exclude_id_prefix:
             base = sql.SQL("{} AND NOT starts_with({}::text, {})").format(
                 base, sql.Identifier(self.id), sql.Literal(self.exclude_id_prefix))
+        for e in extra:
+            base = sql.SQL("{} AND {}").format(base, e)
         if self.where:
             return sql.SQL("{} AND ({})").format(base, sql.SQL(self.where))
         return base
 
-    def summary_query(self) -> sql.Composed:
+    def _in_buckets(self, size: str, indexes: str) -> sql.Composable:
+        """The row's event time is in one of the buckets of a size (both parameters)."""
+        return sql.SQL("floor(extract(epoch FROM {t}) / %({s})s)::bigint = ANY(%({i})s)"
+                       ).format(t=sql.Identifier(self.time), s=sql.SQL(size),
+                                i=sql.SQL(indexes))
+
+    def summary_query(self, within: bool = False) -> sql.Composed:
         late = (sql.SQL("{l} - {t} > %(sla)s").format(l=sql.Identifier(self.landed),
                                                       t=sql.Identifier(self.time))
                 if self.landed else sql.SQL("false"))
@@ -71,7 +79,28 @@ class Side:
                   FROM {table} WHERE {filter}) s
             GROUP BY 1""").format(t=sql.Identifier(self.time), id=sql.Identifier(self.id),
                                   values=self._values(), late=late, table=self._table(),
-                                  filter=self._filter())
+                                  filter=self._filter(*(
+                                      [self._in_buckets("wsize", "within")] if within
+                                      else [])))
+
+    def ids_query(self) -> sql.Composed:
+        return sql.SQL("SELECT DISTINCT {id}::text FROM {table} WHERE {filter}").format(
+            id=sql.Identifier(self.id), table=self._table(),
+            filter=self._filter(self._in_buckets("size", "indexes")))
+
+    def rows_of_query(self) -> sql.Composed:
+        """Rows of some ids in some buckets, per bucket and id."""
+        return sql.SQL("""
+            SELECT floor(extract(epoch FROM t) / %(size)s)::bigint, id, count(*),
+                   array_agg(DISTINCT d)
+            FROM (SELECT {t} AS t, {id}::text AS id, md5({values}) AS d
+                  FROM {table} WHERE {filter}) s
+            GROUP BY 1, 2""").format(
+            t=sql.Identifier(self.time), id=sql.Identifier(self.id), values=self._values(),
+            table=self._table(),
+            filter=self._filter(self._in_buckets("size", "indexes"),
+                                sql.SQL("{}::text = ANY(%(ids)s)").format(
+                                    sql.Identifier(self.id))))
 
     def rows_query(self) -> sql.Composed:
         return sql.SQL("""
@@ -95,12 +124,36 @@ class TableReader:
         self.conn.close()
 
     def summaries(self, since: datetime, until: datetime, bucket: timedelta,
-                  sla: timedelta) -> dict[int, Summary]:
-        params = {"lo": since, "hi": until, "bucket": bucket.total_seconds(), "sla": sla}
+                  sla: timedelta, within: tuple[timedelta, list[int]] | None = None
+                  ) -> dict[int, Summary]:
+        """Per bucket of event time; only in the buckets of ``within`` (a coarser size and
+        its indexes) when given: the drill-down's finer levels."""
+        params: dict[str, object] = {"lo": since, "hi": until,
+                                     "bucket": bucket.total_seconds(), "sla": sla}
+        if within is not None:
+            params |= {"wsize": within[0].total_seconds(), "within": within[1]}
         with self._errors():
-            cur = self.conn.execute(self.side.summary_query(), params)
+            cur = self.conn.execute(self.side.summary_query(within is not None), params)
             return {int(b): Summary(int(n), int(ids), int(h), int(late))
                     for b, n, ids, h, late in cur.fetchall()}
+
+    def ids(self, since: datetime, until: datetime, size: timedelta,
+            indexes: list[int]) -> set[str]:
+        params = {"lo": since, "hi": until, "size": size.total_seconds(), "indexes": indexes}
+        with self._errors():
+            return {r[0] for r in self.conn.execute(self.side.ids_query(), params)}
+
+    def rows_of(self, since: datetime, until: datetime, bucket: timedelta,
+                buckets: list[int], ids: set[str]) -> dict[int, list[RowDigest]]:
+        out: dict[int, list[RowDigest]] = {b: [] for b in buckets}
+        if not ids:
+            return out
+        params = {"lo": since, "hi": until, "size": bucket.total_seconds(),
+                  "indexes": buckets, "ids": sorted(ids)}
+        with self._errors():
+            for b, eid, n, ds in self.conn.execute(self.side.rows_of_query(), params):
+                out.setdefault(int(b), []).append(RowDigest(eid, int(n), frozenset(ds)))
+        return out
 
     def rows(self, lo: datetime, hi: datetime) -> list[RowDigest]:
         with self._errors():

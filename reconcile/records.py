@@ -229,9 +229,9 @@ class Landing:
     bucket: timedelta
     sla: timedelta
     outside: int = 0        # decoded, but its event time is outside the window
-    _rows: dict[int, dict[str, list[str]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
-    _sums: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    # bucket -> (id, digest of the values, checksum term, late?, event time in epoch s)
+    _recs: dict[int, list[tuple[str, str, int, bool, float]]] = field(
+        default_factory=lambda: defaultdict(list))
 
     def index(self, t: datetime) -> int:
         return math.floor(t.timestamp() / self.bucket.total_seconds())
@@ -240,18 +240,46 @@ class Landing:
         if not self.since <= r.time < self.until:
             self.outside += 1
             return
-        b = self.index(r.time)
-        s = self._sums[b]
-        s[0] += 1
-        s[1] += checksum(r.event_id, r.values)
-        if r.landed is not None and r.landed - r.time > self.sla:
-            s[2] += 1
-        self._rows[b][r.event_id].append(digest(r.values))
+        late = r.landed is not None and r.landed - r.time > self.sla
+        self._recs[self.index(r.time)].append(
+            (r.event_id, digest(r.values), checksum(r.event_id, r.values), late,
+             r.time.timestamp()))
 
-    def summaries(self) -> dict[int, Summary]:
-        return {b: Summary(n, len(self._rows[b]), h, late)
-                for b, (n, h, late) in self._sums.items()}
+    def summaries(self, size: timedelta | None = None,
+                  within: tuple[timedelta, list[int]] | None = None) -> dict[int, Summary]:
+        """Per bucket of ``size`` (default: the landing's), only in the buckets of
+        ``within`` (a size and its indexes) when given."""
+        secs = (size or self.bucket).total_seconds()
+        keep = set(within[1]) if within else None
+        wsecs = within[0].total_seconds() if within else 1.0
+        acc: dict[int, list[Any]] = {}
+        for recs in self._recs.values():
+            for eid, _d, h, late, epoch in recs:
+                if keep is not None and math.floor(epoch / wsecs) not in keep:
+                    continue
+                s = acc.setdefault(math.floor(epoch / secs), [0, set(), 0, 0])
+                s[0] += 1
+                s[1].add(eid)
+                s[2] += h
+                s[3] += late
+        return {b: Summary(n, len(ids), h, late) for b, (n, ids, h, late) in acc.items()}
+
+    def ids(self, size: timedelta, indexes: list[int]) -> set[str]:
+        secs, keep = size.total_seconds(), set(indexes)
+        return {r[0] for recs in self._recs.values() for r in recs
+                if math.floor(r[4] / secs) in keep}
+
+    def rows_of(self, buckets: list[int], ids: set[str]) -> dict[int, list[RowDigest]]:
+        out: dict[int, list[RowDigest]] = {}
+        for b in buckets:
+            by_id: dict[str, list[str]] = defaultdict(list)
+            for eid, d, *_ in self._recs.get(b, []):
+                if eid in ids:
+                    by_id[eid].append(d)
+            out[b] = [RowDigest(e, len(ds), frozenset(ds)) for e, ds in by_id.items()]
+        return out
 
     def rows(self, lo: datetime, _hi: datetime) -> list[RowDigest]:
-        by_id = self._rows.get(self.index(lo), {})
-        return [RowDigest(eid, len(ds), frozenset(ds)) for eid, ds in by_id.items()]
+        """Every row of the bucket holding ``lo``."""
+        b = self.index(lo)
+        return self.rows_of([b], {r[0] for r in self._recs.get(b, [])})[b]

@@ -93,15 +93,30 @@ class TopicReader:
         self.consumer.close()
 
     def summaries(self, since: datetime, until: datetime, bucket: timedelta,
-                  sla: timedelta) -> dict[int, Summary]:
-        self._landing = Landing(since, until, bucket, sla)
-        self._read(self._landing)
-        self.stats.outside = self._landing.outside
-        return self._landing.summaries()
+                  sla: timedelta, within: tuple[timedelta, list[int]] | None = None
+                  ) -> dict[int, Summary]:
+        """The first call reads the window; later ones (finer buckets, for the
+        drill-down) answer from what it read."""
+        if self._landing is None:
+            self._landing = Landing(since, until, bucket, sla)
+            self._read(self._landing)
+            self.stats.outside = self._landing.outside
+        return self._landing.summaries(bucket, within)
+
+    def ids(self, since: datetime, until: datetime, size: timedelta,
+            indexes: list[int]) -> set[str]:
+        return self._read_first().ids(size, indexes)
+
+    def rows_of(self, since: datetime, until: datetime, bucket: timedelta,
+                buckets: list[int], ids: set[str]) -> dict[int, list[RowDigest]]:
+        return self._read_first().rows_of(buckets, ids)
 
     def rows(self, lo: datetime, hi: datetime) -> list[RowDigest]:
+        return self._read_first().rows(lo, hi)
+
+    def _read_first(self) -> Landing:
         assert self._landing is not None, "summaries() reads the window first"
-        return self._landing.rows(lo, hi)
+        return self._landing
 
     def _decoder(self) -> Callable[[bytes], Any] | None:
         if self._avro is None and self.side.registry_url:
