@@ -11,12 +11,15 @@ end. For each process: events/s, and **CPU seconds per 10,000 events** from the 
 own counters (``/proc/<pid>/stat``), which hold on a shared machine where wall-clock rates
 do not. ``--baseline-src DIR`` also runs the collector found in DIR (an older checkout,
 e.g. ``git archive <rev> sidecar | tar -x -C DIR``) the same way, for the before/after.
+``--enrich-baseline-src DIR`` also runs the enrich of DIR over the same raw topic, as its
+own consumer group with its own outputs and ledger, alternately with this tree's (the
+figures are the better of each tree's runs), for enrich's before/after in the same run.
 Last, enrich once more without Kafka (``bench_enrich``: the same loop over fake clients),
-in CPU seconds per 10,000 events and as a ratio to ``json.loads`` of the same records;
-``--enrich-baseline-src DIR`` measures an older tree's enrich that way too.
+in CPU seconds per 10,000 events and as a ratio to ``json.loads`` of the same records
+(and DIR's enrich that way too).
 
     python -m bench.snowplow [--seconds 10] [--concurrency 128] [--baseline-src DIR]
-                             [--enrich-baseline-src DIR]
+                             [--enrich-baseline-src DIR] [--enrich-pairs 2]
 
 Environment: KAFKA_BOOTSTRAP (default localhost:9092).
 """
@@ -280,7 +283,23 @@ class EnrichResult:
         return self.cpu_s / self.events * 10_000 if self.events else float("nan")
 
 
-def run_enrich(bootstrap: str, workdir: Path, cfg: dict[str, Any]) -> EnrichResult:
+def enrich_config(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the durable run's config for one more enrich run over its raw topic: its
+    own group (so it starts from the topic's start), outputs, ledger and instance."""
+    token = uuid.uuid4().hex[:8]
+    out = {k: v for k, v in cfg.items() if k != "_path"}
+    out["topics"] = {"default": f"bench-events-{token}", "bad": f"bench-bad-{token}",
+                     "routes": [{"kind": "page_view", "topic": f"bench-views-{token}"}]}
+    out["dedup"] = {"ledger_topic": f"bench-ledger-{token}"}
+    out["enrich"] = {"instance_id": f"bench-{token}", "group_id": f"bench-enrich-{token}",
+                     "host": "127.0.0.1", "port": free_port()}
+    path = workdir / f"{token}.yaml"
+    path.write_text(yaml.safe_dump(out))
+    return {**out, "_path": path}
+
+
+def run_enrich(bootstrap: str, workdir: Path, cfg: dict[str, Any],
+               src: Path = ROOT) -> EnrichResult:
     """Enrich what the durable collector wrote, from the start of its raw topic."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -299,7 +318,7 @@ def run_enrich(bootstrap: str, workdir: Path, cfg: dict[str, Any]) -> EnrichResu
         highs[tp.partition] = after_last_record(probe, raw, tp.partition, low, high,
                                                 look_back=high - low)
     url = f"http://127.0.0.1:{cfg['enrich']['port']}"
-    proc = start(workdir, "snowplow-enrich", cfg["_path"], f"{url}/health")
+    proc = start(workdir, "snowplow-enrich", cfg["_path"], f"{url}/health", src=src)
     try:
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         while True:
@@ -340,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-src", default=None, metavar="DIR",
                    help="also run the collector of this older source tree (mode 'before')")
     p.add_argument("--enrich-baseline-src", default=None, metavar="DIR",
-                   help="also measure, without Kafka, the enrich of this older source tree")
+                   help="also run the enrich of this older source tree (over the same raw "
+                        "topic, and without Kafka)")
+    p.add_argument("--enrich-pairs", type=int, default=2,
+                   help="with --enrich-baseline-src: runs of each enrich, alternately")
     args = p.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092")
     modes = ["durable", "unsafe", *(["before"] if args.baseline_src else [])]
@@ -362,6 +384,23 @@ def main(argv: list[str] | None = None) -> int:
                 durable_cfg = cfg
         print("running enrich over the durable run's raw topic...", flush=True)
         enrich = run_enrich(bootstrap, Path(tmp), durable_cfg)
+        enrich_before: EnrichResult | None = None
+        if args.enrich_baseline_src:
+            afters, befores = [enrich], []
+            for i in range(args.enrich_pairs):
+                print(f"running the baseline's enrich over it ({i + 1}/{args.enrich_pairs}), "
+                      f"then this tree's...", flush=True)
+                befores.append(run_enrich(bootstrap, Path(tmp),
+                                          enrich_config(Path(tmp), durable_cfg),
+                                          src=Path(args.enrich_baseline_src)))
+                if i + 1 < args.enrich_pairs:
+                    afters.append(run_enrich(bootstrap, Path(tmp),
+                                             enrich_config(Path(tmp), durable_cfg)))
+            enrich = max(afters, key=lambda r: r.events_per_s)
+            enrich_before = max(befores, key=lambda r: r.events_per_s)
+            for r in (*afters, *befores):
+                print(f"  {'this tree' if r in afters else 'baseline'}: "
+                      f"{r.events_per_s:,.0f} ev/s, {r.cpu_per_10k:.2f} CPU s/10k")
     print()
     print(f"{'mode':<10}{'events/s':>12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
           f"{'events/txn':>12}{'commit ms':>11}{'CPU s/10k':>11}")
@@ -373,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'enrich':<10}{enrich.events_per_s:>12,.0f}{'':>10}{'':>10}{'':>10}{'':>8}"
           f"{'':>12}{'':>11}{enrich.cpu_per_10k:>11.2f}"
           f"   ({enrich.records} raw records, {enrich.events} events in {enrich.seconds:.1f}s)")
+    if enrich_before is not None:
+        print(f"{'enrich<':<10}{enrich_before.events_per_s:>12,.0f}{'':>10}{'':>10}{'':>10}"
+              f"{'':>8}{'':>12}{'':>11}{enrich_before.cpu_per_10k:>11.2f}"
+              f"   (the baseline's enrich, same raw records)")
     by = {r.mode: r for r in results}
     durable, unsafe = by["durable"], by["unsafe"]
     ratio = durable.events_per_s / unsafe.events_per_s if unsafe.events_per_s else float("nan")
@@ -380,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"durable events/s: {durable.events_per_s:,.0f} (target >= {TARGET_EVENTS_S:,})")
     print(f"enrich / durable collector events/s: "
           f"{enrich.events_per_s / durable.events_per_s:.2f} (goal >= 1)")
+    if enrich_before is not None:
+        print(f"enrich events/s, now / baseline: "
+              f"{enrich.events_per_s / enrich_before.events_per_s:.2f}; CPU per event "
+              f"{enrich.cpu_per_10k / enrich_before.cpu_per_10k:.2f}; baseline's enrich / "
+              f"durable collector {enrich_before.events_per_s / durable.events_per_s:.2f}")
     if "before" in by:
         print(f"collector CPU per event, now / before: "
               f"{durable.cpu_per_10k / by['before'].cpu_per_10k:.2f} (goal <= 0.5)")
@@ -402,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
                       "cpu_s_per_10k": {r.mode: round(r.cpu_per_10k, 3) for r in results},
                       "enrich_events_s": round(enrich.events_per_s),
                       "enrich_cpu_s_per_10k": round(enrich.cpu_per_10k, 3),
+                      **({"enrich_baseline_events_s": round(enrich_before.events_per_s),
+                          "enrich_baseline_cpu_s_per_10k": round(enrich_before.cpu_per_10k, 3)}
+                         if enrich_before is not None else {}),
                       "enrich_core_cpu_s_per_10k": round(offline["cpu_s_per_10k"], 3),
                       "enrich_core_ratio_to_json_loads": round(offline["ratio_to_json_loads"],
                                                                1),
