@@ -6,7 +6,7 @@ the environment, so the same tests run against a stack started elsewhere:
 
     KAFKA_BOOTSTRAP, SCHEMA_REGISTRY_URL, CONNECT_URL, CONNECT_2_URL, RABBITMQ_URL,
     RABBITMQ_MANAGEMENT_URL, POSTGRES_DSN, RABBITMQ_BRIDGE_URL, COLLECTOR_URL, ENRICH_URL,
-    PROMETHEUS_URL, ALERTMANAGER_URL
+    PROMETHEUS_URL, ALERTMANAGER_URL, SLA_EXPORTER_URL
 
 Readiness means a real round trip per service (Kafka metadata, a registry query, the
 Connect REST API, an AMQP connection, a SQL query), never a fixed sleep.
@@ -67,6 +67,7 @@ class Stack:
     enrich_url: str = "http://localhost:9102"
     prometheus_url: str = "http://localhost:9090"
     alertmanager_url: str = "http://localhost:9093"
+    sla_exporter_url: str = "http://localhost:9103"
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -95,6 +96,7 @@ class Stack:
             enrich_url=env("ENRICH_URL", "http://localhost:9102"),
             prometheus_url=env("PROMETHEUS_URL", "http://localhost:9090"),
             alertmanager_url=env("ALERTMANAGER_URL", "http://localhost:9093"),
+            sla_exporter_url=env("SLA_EXPORTER_URL", "http://localhost:9103"),
         )
 
     # -- probes: each returns True once the service does real work ------------------------
@@ -153,6 +155,7 @@ class Stack:
             "snowplow-enrich": lambda: _http_ok(f"{self.enrich_url}/health"),
             "prometheus": lambda: _http_ok(f"{self.prometheus_url}/-/ready"),
             "alertmanager": lambda: _http_ok(f"{self.alertmanager_url}/-/ready"),
+            "sla-exporter": lambda: _http_ok(f"{self.sla_exporter_url}/health"),
         }
 
     def all_ready(self) -> bool:
@@ -188,6 +191,7 @@ HOST_PORTS = {
     "rabbitmq-bridge": [9101],
     "prometheus": [9090],
     "alertmanager": [9093],
+    "sla-exporter": [9103],
 }
 
 
