@@ -13,6 +13,7 @@ BENCHMARKS = {
     "rabbitmq": "bench.rabbitmq.bench_bridge",
     "snowplow": "bench.snowplow.bench_collector",
     "connect": "bench.connect.bench_sink",
+    "sla": "bench.sla.bench_exporter",
 }
 
 
