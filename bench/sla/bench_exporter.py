@@ -104,7 +104,7 @@ def land_more(stack: Stack, names: list[str], n: int, seq: int) -> None:
                 f'INSERT INTO "{t}" SELECT %s || g::text, '
                 "(now() AT TIME ZONE 'UTC') - interval '10 s', "
                 "(now() AT TIME ZONE 'UTC') - interval '8 s' FROM generate_series(1, %s) g",
-                (f"s{seq}-", n))
+                (f"s{seq}-{uuid.uuid4().hex[:8]}-", n))
 
 
 def measure(stack: Stack, label: str, topics: list[str], group: str, tables: list[str],
