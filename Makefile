@@ -56,7 +56,7 @@ demo: venv up ## Run the pipeline locally and print a summary of what landed
 
 .PHONY: lint
 lint: venv ## ruff and mypy over the Python code
-	$(VENV)/bin/ruff check sidecar connectors devstack demo reconcile tests bench
+	$(VENV)/bin/ruff check sidecar connectors devstack demo reconcile sla tests bench
 	$(VENV)/bin/mypy
 
 .PHONY: unit
