@@ -16,7 +16,7 @@ import psycopg
 from confluent_kafka import KafkaException
 
 from .core import KINDS, Report, compare, to_drill
-from .drill import Reader, both, drill
+from .drill import Reader, both, drill, split
 from .kafka import replay_offsets
 from .postgres import Side, SideError, TableReader
 from .records import RecordSpec
@@ -242,12 +242,23 @@ def run(old: Side | TopicSide, new: Side, lo: datetime, hi: datetime, size: time
             _fail(ExitCode.UNREACHABLE, f"cannot connect: {str(exc).splitlines()[0]}")
         o_reader, n_reader = readers
         with ThreadPoolExecutor(2) as pool:
-            # Both sides at once: each is a scan its database (or Kafka) does.
-            o_sum, n_sum = both(pool, lambda r: r.summaries(lo, hi, size, sla),
-                                o_reader, n_reader)
+            # Both sides at once: each is a scan its database (or Kafka) does. The first
+            # pass sums sub-buckets too, so a narrowing needs no second pass of the rows.
+            parts = split(size)
+            first = None
+            if parts is None:
+                o_sum, n_sum = both(pool, lambda r: r.summaries(lo, hi, size, sla),
+                                    o_reader, n_reader)
+            else:
+                sub = parts[0]
+                (o_sum, o_sub), (n_sum, n_sub) = both(
+                    pool, lambda r: r.summaries_and_finer(lo, hi, size, sub, sla),
+                    o_reader, n_reader)
+                first = (o_sub, n_sub)
             drilled = drill(o_reader, n_reader, to_drill(o_sum, n_sum), o_sum, n_sum,
                             since=lo, until=hi, bucket=size, sla=sla, pool=pool,
-                            progress=_bar("narrowing the buckets that differ", progress))
+                            progress=_bar("narrowing the buckets that differ", progress),
+                            first=first)
         report = compare(o_sum, n_sum, since=lo, until=hi, bucket=size,
                          rows=lambda b: drilled[b])
         stats = o_reader.stats if isinstance(o_reader, TopicReader) else None

@@ -39,6 +39,10 @@ class Reader(Protocol):
                   sla: timedelta, within: tuple[timedelta, list[int]] | None = None
                   ) -> dict[int, Summary]: ...
 
+    def summaries_and_finer(self, since: datetime, until: datetime, bucket: timedelta,
+                            finer: timedelta, sla: timedelta
+                            ) -> tuple[dict[int, Summary], dict[int, Summary]]: ...
+
     def ids(self, since: datetime, until: datetime, size: timedelta,
             indexes: list[int]) -> set[str]: ...
 
@@ -81,9 +85,11 @@ def _spans(subs: dict[int, Summary], parents: dict[int, Summary], p: int, k: int
 def drill(old: Reader, new: Reader, buckets: list[int], old_sums: dict[int, Summary],
           new_sums: dict[int, Summary], *, since: datetime, until: datetime,
           bucket: timedelta, sla: timedelta, pool: ThreadPoolExecutor,
-          progress: Callable[[int, int], None] | None = None) -> Drilled:
+          progress: Callable[[int, int], None] | None = None,
+          first: tuple[dict[int, Summary], dict[int, Summary]] | None = None) -> Drilled:
     """Rows of both sides for each of ``buckets`` (those whose summaries differ), read only
-    for the ids that can make a difference."""
+    for the ids that can make a difference. ``first``: both sides' summaries per
+    sub-bucket of ``split(bucket)``, when the first pass computed them already."""
     if not buckets:
         return {}
     size, hot = bucket, list(buckets)
@@ -103,7 +109,12 @@ def drill(old: Reader, new: Reader, buckets: list[int], old_sums: dict[int, Summ
                   ) -> dict[int, Summary]:
             return r.summaries(since, until, s, sla, w)
 
-        o, n = both(pool, finer, old, new)
+        if levels == 0 and first is not None:
+            keep = set(hot)
+            o = {i: v for i, v in first[0].items() if i // k in keep}
+            n = {i: v for i, v in first[1].items() if i // k in keep}
+        else:
+            o, n = both(pool, finer, old, new)
         spanning = {p for p in hot if _spans(o, prev_o, p, k) or _spans(n, prev_n, p, k)}
         if spanning:
             whole.setdefault(size, []).extend(sorted(spanning))

@@ -64,10 +64,27 @@ class Side:
                        ).format(t=sql.Identifier(self.time), s=sql.SQL(size),
                                 i=sql.SQL(indexes))
 
-    def summary_query(self, within: bool = False) -> sql.Composed:
+    def summary_query(self, within: bool = False, finer: bool = False) -> sql.Composed:
+        """Per bucket; with ``finer``, per sub-bucket too (GROUPING SETS: the rows are
+        hashed once for both), rows with a NULL first column then being sub-buckets."""
         late = (sql.SQL("{l} - {t} > %(sla)s").format(l=sql.Identifier(self.landed),
                                                       t=sql.Identifier(self.time))
                 if self.landed else sql.SQL("false"))
+        if finer:
+            return sql.SQL("""
+            SELECT b, sub, count(*), count(DISTINCT id),
+                   coalesce(sum(h), 0)::text, count(*) FILTER (WHERE late)
+            FROM (SELECT floor(extract(epoch FROM {t}) / %(bucket)s)::bigint AS b,
+                         floor(extract(epoch FROM {t}) / %(finer)s)::bigint AS sub,
+                         {id}::text AS id,
+                         ('x' || substr(md5({id}::text || '|' || {values}), 1, 15))
+                             ::bit(60)::bigint AS h,
+                         {late} AS late
+                  FROM {table} WHERE {filter}) s
+            GROUP BY GROUPING SETS ((b), (sub))""").format(
+                t=sql.Identifier(self.time), id=sql.Identifier(self.id),
+                values=self._values(), late=late, table=self._table(),
+                filter=self._filter())
         return sql.SQL("""
             SELECT floor(extract(epoch FROM t) / %(bucket)s)::bigint AS b,
                    count(*), count(DISTINCT id),
@@ -136,6 +153,24 @@ class TableReader:
             cur = self.conn.execute(self.side.summary_query(within is not None), params)
             return {int(b): Summary(int(n), int(ids), int(h), int(late))
                     for b, n, ids, h, late in cur.fetchall()}
+
+    def summaries_and_finer(self, since: datetime, until: datetime, bucket: timedelta,
+                            finer: timedelta, sla: timedelta
+                            ) -> tuple[dict[int, Summary], dict[int, Summary]]:
+        """Per bucket and per sub-bucket of ``finer``, in one pass over the rows."""
+        params = {"lo": since, "hi": until, "bucket": bucket.total_seconds(),
+                  "finer": finer.total_seconds(), "sla": sla}
+        coarse: dict[int, Summary] = {}
+        fine: dict[int, Summary] = {}
+        with self._errors():
+            cur = self.conn.execute(self.side.summary_query(finer=True), params)
+            for b, sub, n, ids, h, late in cur.fetchall():
+                s = Summary(int(n), int(ids), int(h), int(late))
+                if b is None:
+                    fine[int(sub)] = s
+                else:
+                    coarse[int(b)] = s
+        return coarse, fine
 
     def ids(self, since: datetime, until: datetime, size: timedelta,
             indexes: list[int]) -> set[str]:

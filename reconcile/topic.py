@@ -103,6 +103,12 @@ class TopicReader:
             self.stats.outside = self._landing.outside
         return self._landing.summaries(bucket, within)
 
+    def summaries_and_finer(self, since: datetime, until: datetime, bucket: timedelta,
+                            finer: timedelta, sla: timedelta
+                            ) -> tuple[dict[int, Summary], dict[int, Summary]]:
+        coarse = self.summaries(since, until, bucket, sla)
+        return coarse, self._read_first().summaries(finer)
+
     def ids(self, since: datetime, until: datetime, size: timedelta,
             indexes: list[int]) -> set[str]:
         return self._read_first().ids(size, indexes)
