@@ -14,6 +14,7 @@ BENCHMARKS = {
     "snowplow": "bench.snowplow.bench_collector",
     "connect": "bench.connect.bench_sink",
     "sla": "bench.sla.bench_exporter",
+    "reconcile": "bench.reconcile.bench_reconcile",
 }
 
 
