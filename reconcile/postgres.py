@@ -1,6 +1,9 @@
 """A PostgreSQL table as one side of a reconciliation: its bucket summaries and, for the
 buckets that differ, its rows' digests. Two queries, both scans of the window only.
 
+Bucket indexes are ``floor(date_part('epoch', t) / size)``: float8 arithmetic, the same
+a topic's side does in Python, and several times cheaper than ``extract``'s numeric.
+
 Values are compared as text (``col::text``) in UTC: both sides must render equal values
 alike. A legacy pipeline that stored a number as text, or a time in another zone, needs a
 view (or ``--old-column`` names an expression's view column) that normalises it first.
@@ -60,7 +63,7 @@ class Side:
 
     def _in_buckets(self, size: str, indexes: str) -> sql.Composable:
         """The row's event time is in one of the buckets of a size (both parameters)."""
-        return sql.SQL("floor(extract(epoch FROM {t}) / %({s})s)::bigint = ANY(%({i})s)"
+        return sql.SQL("floor(date_part('epoch', {t}) / %({s})s)::bigint = ANY(%({i})s)"
                        ).format(t=sql.Identifier(self.time), s=sql.SQL(size),
                                 i=sql.SQL(indexes))
 
@@ -74,8 +77,8 @@ class Side:
             return sql.SQL("""
             SELECT b, sub, count(*), count(DISTINCT id),
                    coalesce(sum(h), 0)::text, count(*) FILTER (WHERE late)
-            FROM (SELECT floor(extract(epoch FROM {t}) / %(bucket)s)::bigint AS b,
-                         floor(extract(epoch FROM {t}) / %(finer)s)::bigint AS sub,
+            FROM (SELECT floor(date_part('epoch', {t}) / %(bucket)s)::bigint AS b,
+                         floor(date_part('epoch', {t}) / %(finer)s)::bigint AS sub,
                          {id}::text AS id,
                          ('x' || substr(md5({id}::text || '|' || {values}), 1, 15))
                              ::bit(60)::bigint AS h,
@@ -86,7 +89,7 @@ class Side:
                 values=self._values(), late=late, table=self._table(),
                 filter=self._filter())
         return sql.SQL("""
-            SELECT floor(extract(epoch FROM t) / %(bucket)s)::bigint AS b,
+            SELECT floor(date_part('epoch', t) / %(bucket)s)::bigint AS b,
                    count(*), count(DISTINCT id),
                    coalesce(sum(h), 0)::text, count(*) FILTER (WHERE late)
             FROM (SELECT {t} AS t, {id}::text AS id,
@@ -108,7 +111,7 @@ class Side:
     def rows_of_query(self) -> sql.Composed:
         """Rows of some ids in some buckets, per bucket and id."""
         return sql.SQL("""
-            SELECT floor(extract(epoch FROM t) / %(size)s)::bigint, id, count(*),
+            SELECT floor(date_part('epoch', t) / %(size)s)::bigint, id, count(*),
                    array_agg(DISTINCT d)
             FROM (SELECT {t} AS t, {id}::text AS id, md5({values}) AS d
                   FROM {table} WHERE {filter}) s
