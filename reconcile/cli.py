@@ -300,7 +300,8 @@ def render(report: Report, old_name: str, new_name: str,
             "differ", "late old", "late new")
     lines = [f"{old_name} (old) vs {new_name} (new), {report.since.isoformat()} to "
              f"{report.until.isoformat()}, buckets of {report.bucket}: "
-             f"{len(report.buckets)} with rows, {report.drilled} read row by row", ""]
+             f"{len(report.buckets)} with rows, {report.drilled} differed (narrowed to "
+             "their rows)", ""]
     rows = [(b.start.strftime("%Y-%m-%d %H:%M:%S"), b.old.rows, b.new.rows, b.missing_in_new,
              b.missing_in_old, b.duplicated_new, b.duplicated_old, b.mismatched, b.old.late,
              b.new.late) for b in report.buckets if b.differs or b.old.late or b.new.late]

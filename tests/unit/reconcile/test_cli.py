@@ -67,3 +67,20 @@ def test_help_teaches_the_topic_mode_and_names_every_exit_code() -> None:
     assert "--old-topic" in result.output and "canary" in result.output.lower()
     for code in ExitCode:
         assert f"{code.value}  {code.name}" in result.output
+
+
+def test_unreadable_topic_records_are_shown_and_are_a_no_go() -> None:
+    from collections import Counter
+
+    from reconcile.cli import render
+    from reconcile.core import Report
+    from reconcile.topic import TopicStats
+
+    report = Report(NOW - timedelta(hours=1), NOW, timedelta(hours=1), [])
+    stats = TopicStats(records=3, excluded=1, skipped=Counter({"no event_id": 2}))
+    text = render(report, "topic t", "table", {}, count_late=False, stats=stats)
+    assert "3 records read, 1 excluded" in text and "unreadable (2): no event_id" in text
+    assert text.endswith("DIFFERENCES: see above")
+    assert render(report, "topic t", "table", {}, count_late=False,
+                  stats=TopicStats(records=3)).endswith("CLEAN: nothing missing, twice or "
+                                                        "different")
