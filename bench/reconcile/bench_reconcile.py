@@ -8,6 +8,7 @@ OUTER JOIN, in the same run on the same tables.
 2. reconcile: ``reconcile.cli.run`` over the day, 1-hour buckets, comparing two columns:
    wall time, rows/s (rows of both tables per second), and the CPU seconds of this process
    (its own counters: user + system) per million rows; the counts it found must be the 100.
+   Then the same table on both sides: clean, the checksum pass alone.
 3. baseline: the same counts (missing either side, twice either side, values differing)
    from one FULL OUTER JOIN of the two tables grouped by event id; wall time, and the ratio.
 
@@ -130,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{report.drilled} of {len(report.buckets)} buckets differed and were narrowed; "
                   f"{cpu:.3f} CPU s of this process = {cpu / (rows / 1e6):.4f} per "
                   "million rows")
+
+            # The same table on both sides: nothing to narrow, the checksum pass alone.
+            same = Side(stack.postgres_dsn, a, columns=COMPARED, label="new")
+            t0 = time.monotonic()
+            clean, _ = run(old, same, lo, hi, timedelta(hours=1), timedelta(minutes=15))
+            clean_took = time.monotonic() - t0
+            assert clean.clean() and clean.drilled == 0
+            print(f"  reconcile of identical tables (checksum pass only): {clean_took:.2f}s, "
+                  f"{2 * n / clean_took:,.0f} rows/s")
 
             t0 = time.monotonic()
             joined = full_outer_join(conn, a, b, lo, hi)
