@@ -31,6 +31,9 @@ from .warehouse import Table, TableReading
 log = logging.getLogger(__name__)
 
 SOURCES = ("connect", "kafka", "postgres")
+# Always exported (0 when none), so a rule on FAILED has a series to compare before the
+# first failure.
+TASK_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTING")
 
 
 class KafkaSide(Protocol):
@@ -97,6 +100,7 @@ class SlaCollector(Collector):
         try:
             sinks = self._kafka.sinks()
             self._mark(scrape, "connect", True)
+            scrape.sinks = sinks   # their states and thresholds, even with Kafka away
         except SourceDown as exc:
             self._mark(scrape, "connect", False, str(exc))
             return
@@ -125,7 +129,6 @@ class SlaCollector(Collector):
             if r.known:
                 scrape.lag.append((r, lag_seconds(r.state, r.next_record_ms, now)))
         self.retention.forget(keys)
-        scrape.sinks = sinks
         scrape.duration["kafka"] = time.perf_counter() - started
 
     def _measure_warehouse(self, scrape: Scrape) -> None:
@@ -207,6 +210,27 @@ def render(scrape: Scrape, c: SlaCollector) -> Iterator[Metric]:
         behind.add_metric(values, float(r.state.records_behind))
     yield lag
     yield behind
+
+    # Task states as Connect reports them: a FAILED task writes nothing and restarts only
+    # when someone restarts it, so it is an alert of its own (its lag grows as well).
+    tasks = GaugeMetricFamily("conveyor_sla_sink_tasks",
+                              "Tasks of a sink connector per state, as Connect reports them",
+                              labels=["connector", "state"])
+    connector_state = GaugeMetricFamily(
+        "conveyor_sla_sink_connector_state",
+        "1 for the sink connector's state as Connect reports it", labels=["connector", "state"])
+    for sink in scrape.sinks:
+        counts: dict[str, int] = {}
+        for state in sink.task_states:
+            counts[state] = counts.get(state, 0) + 1
+        for state in TASK_STATES:
+            tasks.add_metric([sink.connector, state], float(counts.pop(state, 0)))
+        for state, n in sorted(counts.items()):   # a state newer than this list
+            tasks.add_metric([sink.connector, state], float(n))
+        if sink.state:
+            connector_state.add_metric([sink.connector, sink.state], 1.0)
+    yield tasks
+    yield connector_state
 
     lost = CounterMetricFamily(
         "conveyor_sla_retention_lost_records",

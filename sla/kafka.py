@@ -45,6 +45,10 @@ class Sink:
     connector: str
     group: str
     config: dict[str, str]
+    # Connect's status of the connector and of each task (RUNNING, PAUSED, STOPPED,
+    # FAILED, UNASSIGNED, RESTARTING), as of the listing; "" when Connect gave none.
+    state: str = ""
+    task_states: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,11 @@ class Cached:
 
 
 def list_sinks(connect_url: str, patterns: list[str], timeout: float) -> list[Sink]:
-    """Sink connectors Connect knows (running, paused or stopped), as {name, group, config}."""
+    """Sink connectors Connect knows (running, paused, stopped or failed): name, group,
+    config, and the connector's and its tasks' states."""
     try:
-        r = httpx.get(f"{connect_url.rstrip('/')}/connectors", params={"expand": "info"},
-                      timeout=timeout)
+        r = httpx.get(f"{connect_url.rstrip('/')}/connectors",
+                      params=[("expand", "info"), ("expand", "status")], timeout=timeout)
         r.raise_for_status()
         listing = r.json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -91,7 +96,12 @@ def list_sinks(connect_url: str, patterns: list[str], timeout: float) -> list[Si
     for name, entry in sorted(listing.items()):
         info = entry.get("info") or {}
         if info.get("type") == "sink" and included(name, patterns):
-            sinks.append(Sink(name, f"connect-{name}", dict(info.get("config") or {})))
+            status = entry.get("status") or {}
+            sinks.append(Sink(name, f"connect-{name}", dict(info.get("config") or {}),
+                              str((status.get("connector") or {}).get("state", "")),
+                              tuple(str(t.get("state", "")) for t in
+                                    sorted(status.get("tasks") or [],
+                                           key=lambda t: t.get("id", 0)))))
     return sinks
 
 

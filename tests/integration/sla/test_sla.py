@@ -249,3 +249,24 @@ def admin_watermarks(stack: Stack, topic: str) -> tuple[int, int]:
         return int(low), int(high)
     finally:
         c.close()
+
+
+def test_a_failed_sink_task_is_exported_as_failed(
+        stack: Stack, run: Run, connect: ConnectClient) -> None:
+    """A sink whose task cannot start (its warehouse password is not there) is what Connect
+    calls FAILED: the exporter says so per connector, which ConveyorSinkTaskFailed pages on
+    (its firing and resolving are promtool cases in monitoring/tests/sla.yml)."""
+    base = for_test("snowplow-bad-rows.json", run, **{
+        "connection.password": "${env:CONVEYOR_NO_SUCH_VARIABLE}"})
+    name = f"sla-{run.token}-failing"
+    connect.put(name, base.config)
+    try:
+        def failed_tasks() -> float:
+            return sum(exporter_samples(stack, "conveyor_sla_sink_tasks",
+                                        connector=name, state="FAILED"))
+        wait_for(f"{name}'s task FAILED in the exporter", lambda: failed_tasks() >= 1, 90)
+        assert connect.status(name).failures, "Connect itself reports the failed task"
+        assert exporter_samples(stack, "conveyor_sla_sink_tasks",
+                                connector=name, state="RUNNING") == [0.0]
+    finally:
+        connect.delete(name)

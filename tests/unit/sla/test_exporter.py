@@ -255,3 +255,53 @@ def test_cli_refuses_a_bad_config_by_name(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_CONFIG
     assert "landing.buckets" in result.output
     assert "CONVEYOR_POSTGRES_PASSWORD" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_task_states_per_connector_with_zeros_for_the_rest(
+        parts: tuple[FakeKafka, FakeWarehouse, SlaCollector],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    k, _, c = parts
+    failing = Sink("wh-bad", "connect-wh-bad", {"topics": "events.x"}, "RUNNING",
+                   ("RUNNING", "FAILED", "FAILED", "SOMETHING_NEW"))
+    monkeypatch.setattr(k, "sinks", lambda: [SINK, failing])
+    k.down = "kafka"   # states come from Connect: exported with Kafka away too
+    m = _scrape(c)
+    tasks = m["conveyor_sla_sink_tasks"]
+    assert _one(tasks, connector="wh-bad", state="FAILED") == 2
+    assert _one(tasks, connector="wh-bad", state="RUNNING") == 1
+    assert _one(tasks, connector="wh-bad", state="SOMETHING_NEW") == 1
+    assert _one(tasks, connector="wh-bad", state="PAUSED") == 0
+    assert _one(tasks, connector="warehouse-x", state="FAILED") == 0
+    assert _one(m["conveyor_sla_sink_connector_state"], connector="wh-bad",
+                state="RUNNING") == 1
+    assert not [k for k in m["conveyor_sla_sink_connector_state"]
+                if ("connector", "warehouse-x") in k]   # Connect gave no status for it
+
+
+def test_list_sinks_reads_states_from_connects_listing(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    import httpx
+
+    from sla.kafka import list_sinks
+
+    listing = {
+        "b-sink": {"info": {"type": "sink", "config": {"topics": "t"}},
+                   "status": {"connector": {"state": "RUNNING"},
+                              "tasks": [{"id": 1, "state": "FAILED"},
+                                        {"id": 0, "state": "RUNNING"}]}},
+        "a-source": {"info": {"type": "source", "config": {}},
+                     "status": {"connector": {"state": "RUNNING"}, "tasks": []}},
+        "c-sink": {"info": {"type": "sink", "config": {"topics": "u"}}},
+    }
+    seen: list[object] = []
+
+    def fake_get(url: str, params: object, timeout: float) -> httpx.Response:
+        seen.append(params)
+        return httpx.Response(200, json=listing, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", fake_get)
+    sinks = list_sinks("http://connect:8083/", ["*"], 5.0)
+    assert [s.connector for s in sinks] == ["b-sink", "c-sink"]
+    assert sinks[0].state == "RUNNING" and sinks[0].task_states == ("RUNNING", "FAILED")
+    assert sinks[1].state == "" and sinks[1].task_states == ()
+    assert ("expand", "status") in seen[0]  # type: ignore[operator]
