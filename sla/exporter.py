@@ -39,6 +39,7 @@ TASK_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTI
 class KafkaSide(Protocol):
     def sinks(self) -> list[Sink]: ...
     def partitions(self, sinks: list[Sink]) -> tuple[list[PartitionReading], list[str]]: ...
+    def dead_letters(self, sinks: list[Sink]) -> dict[str, tuple[str, int]]: ...
 
 
 class WarehouseSide(Protocol):
@@ -54,6 +55,7 @@ class Scrape:
     up: dict[str, bool] = field(default_factory=dict)
     lag: list[tuple[PartitionReading, float]] = field(default_factory=list)
     sinks: list[Sink] = field(default_factory=list)
+    dead_letters: dict[str, tuple[str, int]] = field(default_factory=dict)
     tables: list[TableReading] = field(default_factory=list)
     duration: dict[str, float] = field(default_factory=dict)
 
@@ -110,6 +112,7 @@ class SlaCollector(Collector):
             return
         try:
             readings, problems = self._kafka.partitions(sinks)
+            scrape.dead_letters = self._kafka.dead_letters(sinks)
             self._mark(scrape, "kafka", True)
         except SourceDown as exc:
             self._mark(scrape, "kafka", False, str(exc))
@@ -231,6 +234,14 @@ def render(scrape: Scrape, c: SlaCollector) -> Iterator[Metric]:
             connector_state.add_metric([sink.connector, sink.state], 1.0)
     yield tasks
     yield connector_state
+
+    dlq = GaugeMetricFamily(
+        "conveyor_sla_sink_dead_letter_records",
+        "Records in the sink's dead-letter topic (sum of its partitions' end offsets)",
+        labels=["connector", "topic"])
+    for connector, (topic, n) in sorted(scrape.dead_letters.items()):
+        dlq.add_metric([connector, topic], float(n))
+    yield dlq
 
     lost = CounterMetricFamily(
         "conveyor_sla_retention_lost_records",

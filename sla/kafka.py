@@ -288,3 +288,22 @@ def read_partitions(reader: KafkaReader, sinks: list[Sink],
                                          st, None if st.caught_up else stamps.get(key3),
                                          known))
     return readings, problems
+
+
+DLQ_KEY = "errors.deadletterqueue.topic.name"
+
+
+def dead_letter_totals(reader: KafkaReader, sinks: list[Sink],
+                       topics: dict[str, list[int]]) -> dict[str, tuple[str, int]]:
+    """connector -> (its dead-letter topic, records in it: the sum of its partitions' end
+    offsets) for every sink naming a dead-letter topic. Connect creates that topic when
+    the task starts, so one not there yet holds none: (topic, 0)."""
+    named = {s.connector: s.config[DLQ_KEY].strip() for s in sinks
+             if s.config.get(DLQ_KEY, "").strip()}
+    parts = sorted({(t, p) for t in named.values() if t in topics for p in topics[t]})
+    bounds = reader.bounds([TopicPartition(t, p) for t, p in parts])
+    totals: dict[str, int] = {}
+    for (topic, _p), (_start, end) in bounds.items():
+        totals[topic] = totals.get(topic, 0) + end
+    return {c: (t, totals.get(t, 0)) for c, t in named.items()
+            if t not in topics or t in totals}

@@ -12,7 +12,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .exporter import SlaCollector, health
-from .kafka import Cached, KafkaReader, PartitionReading, Sink, list_sinks, read_partitions
+from .kafka import (
+    Cached,
+    KafkaReader,
+    PartitionReading,
+    Sink,
+    dead_letter_totals,
+    list_sinks,
+    read_partitions,
+)
 from .settings import SlaSecrets, SlaSettings
 from .warehouse import Table, TableReading, Warehouse
 
@@ -35,6 +43,9 @@ class ConnectKafkaSide:
 
     def partitions(self, sinks: list[Sink]) -> tuple[list[PartitionReading], list[str]]:
         return read_partitions(self.reader, sinks, self._topics.get())
+
+    def dead_letters(self, sinks: list[Sink]) -> dict[str, tuple[str, int]]:
+        return dead_letter_totals(self.reader, sinks, self._topics.get())
 
     def close(self) -> None:
         self.reader.close()

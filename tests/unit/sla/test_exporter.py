@@ -46,6 +46,9 @@ class FakeKafka:
                                  None if st.caught_up else self.stamp_ms)
                 for p, st in self.states.items()], []
 
+    def dead_letters(self, sinks: list[Sink]) -> dict[str, tuple[str, int]]:
+        return {s.connector: (f"dlq.{s.connector}", 3) for s in sinks}
+
 
 class FakeWarehouse:
     def __init__(self) -> None:
@@ -305,3 +308,36 @@ def test_list_sinks_reads_states_from_connects_listing(monkeypatch: pytest.Monke
     assert sinks[0].state == "RUNNING" and sinks[0].task_states == ("RUNNING", "FAILED")
     assert sinks[1].state == "" and sinks[1].task_states == ()
     assert ("expand", "status") in seen[0]  # type: ignore[operator]
+
+
+def test_dead_letters_per_sink(parts: tuple[FakeKafka, FakeWarehouse, SlaCollector]) -> None:
+    _, _, c = parts
+    m = _scrape(c)
+    assert _one(m["conveyor_sla_sink_dead_letter_records"], connector="warehouse-x",
+                topic="dlq.warehouse-x") == 3
+
+
+class BoundsReader:
+    def __init__(self, ends: dict[tuple[str, int], int]) -> None:
+        self.ends = ends
+        self.asked: list[list[tuple[str, int]]] = []
+
+    def bounds(self, parts: list[TopicPartition]) -> dict[tuple[str, int], tuple[int, int]]:
+        keys = [(tp.topic, tp.partition) for tp in parts]
+        self.asked.append(keys)
+        return {k: (0, self.ends[k]) for k in keys if k in self.ends}
+
+
+def test_dead_letter_totals_sum_partitions_and_a_missing_topic_holds_none() -> None:
+    from sla.kafka import dead_letter_totals
+
+    sinks = [Sink("a", "connect-a", {"errors.deadletterqueue.topic.name": "dlq.a"}),
+             Sink("b", "connect-b", {"errors.deadletterqueue.topic.name": " dlq.b "}),
+             Sink("shared", "connect-shared", {"errors.deadletterqueue.topic.name": "dlq.a"}),
+             Sink("none", "connect-none", {"topics": "events.x"}),
+             Sink("unread", "connect-unread", {"errors.deadletterqueue.topic.name": "dlq.u"})]
+    reader = BoundsReader({("dlq.a", 0): 4, ("dlq.a", 1): 6})
+    topics = {"dlq.a": [0, 1], "dlq.u": [0], "events.x": [0]}
+    totals = dead_letter_totals(reader, sinks, topics)  # type: ignore[arg-type]
+    assert totals == {"a": ("dlq.a", 10), "b": ("dlq.b", 0), "shared": ("dlq.a", 10)}
+    assert sorted(reader.asked[0]) == [("dlq.a", 0), ("dlq.a", 1), ("dlq.u", 0)]
