@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 import click
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecar.common import logs
 from sidecar.common.errors import ConfigError
+from sidecar.common.ops import OpsServer
 
 from . import settings as settings_mod
-from .service import build, make_server
+from .exporter import health
+from .service import build
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -50,12 +53,16 @@ def main(config_path: str | None, once: bool) -> None:
         registry.register(collector)
         click.echo(generate_latest(registry).decode(), nl=False)
         sys.exit(EXIT_OK)
-    server = make_server(collector, settings.listen_host, settings.port)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    server = OpsServer(settings.listen_host, settings.port, lambda: health(collector),
+                       registry)
     log.info("sla.serving", extra={"host": settings.listen_host, "port": settings.port})
+    server.start()
     try:
-        server.serve_forever()
+        threading.Event().wait()   # until a signal ends the process
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.stop()
     sys.exit(EXIT_OK)

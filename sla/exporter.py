@@ -304,11 +304,11 @@ def _le(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(bound)
 
 
-def health(c: SlaCollector) -> tuple[bool, dict[str, Any]]:
-    """Healthy while it serves; the detail says which sources the last scrape could read."""
+def health(c: SlaCollector) -> dict[str, Any]:
+    """/health's readiness (``sidecar.common.ops``: booleans decide): up while it serves;
+    the rest says when it last measured and which sources that scrape could read."""
     if c.last is None:
-        return True, {"status": "ok", "scraped": False}
+        return {"serving": True, "last_scrape_age_s": None}
     assert c.last_at is not None
-    return True, {"status": "ok", "scraped": True,
-                  "last_scrape_age_s": round(time.monotonic() - c.last_at, 1),
-                  "sources": {k: ("up" if v else "down") for k, v in c.last.up.items()}}
+    return {"serving": True, "last_scrape_age_s": round(time.monotonic() - c.last_at, 1),
+            "sources": {k: ("up" if v else "down") for k, v in c.last.up.items()}}

@@ -1,17 +1,11 @@
-"""Wiring: settings -> the Kafka and warehouse sides -> the collector -> an HTTP server
-with ``/metrics`` and ``/health``."""
+"""Wiring: settings -> the Kafka and warehouse sides -> the collector (served on
+``/metrics`` and ``/health`` by ``sidecar.common.ops``, as the bridges are)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from .exporter import SlaCollector, health
+from .exporter import SlaCollector
 from .kafka import (
     Cached,
     KafkaReader,
@@ -78,32 +72,3 @@ def build(settings: SlaSettings, secrets: SlaSecrets | None = None) -> SlaCollec
     secrets = secrets or SlaSecrets()
     kafka = ConnectKafkaSide(settings, secrets) if settings.connect.url else None
     return SlaCollector(settings, kafka, PostgresSide(settings, secrets))
-
-
-def make_server(collector: SlaCollector, host: str, port: int) -> ThreadingHTTPServer:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
-            elif path == "/health":
-                ok, detail = health(collector)
-                self._send(200 if ok else 503, "application/json",
-                           json.dumps(detail).encode())
-            else:
-                self._send(404, "text/plain", b"/metrics or /health\n")
-
-        def _send(self, code: int, ctype: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass   # a scrape every few seconds is not news
-
-    return ThreadingHTTPServer((host, port), Handler)
