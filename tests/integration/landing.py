@@ -7,6 +7,7 @@ see each other's rows.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ def for_test(file: str, run: Run, **changes: str) -> ConnectorFile:
 
 
 def table(run: Run, kind: str, event_type: str) -> str:
-    """The table RouteByField names: ``t<token>_<kind>_<sanitised event type>``."""
-    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", f"{run.prefix}_{kind}_{event_type}"
-                                     .lower()))[:63]
+    """The table RouteByField names: ``t<token>_<kind>_<sanitised event type>``; a name over
+    63 characters keeps 54 and ends in ``_`` and 8 hex digits of the whole name's SHA-256."""
+    name = re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", f"{run.prefix}_{kind}_{event_type}"
+                                     .lower()))
+    if len(name) <= 63:
+        return name
+    return f"{name[:54]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"

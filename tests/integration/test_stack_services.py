@@ -77,6 +77,9 @@ def test_connect_lists_our_plugins(stack: Stack) -> None:
     resp = httpx.get(f"{stack.connect_url}/connector-plugins",
                      params={"connectorsOnly": "false"}, timeout=30)
     resp.raise_for_status()
-    classes = {p["class"] for p in resp.json()}
-    missing = {JDBC_SINK, AVRO_CONVERTER, *TRANSFORMS} - classes
+    versions = {p["class"]: p.get("version") for p in resp.json()}
+    missing = {JDBC_SINK, AVRO_CONVERTER, *TRANSFORMS} - versions.keys()
     assert not missing, f"Connect does not list {sorted(missing)}"
+    # Connect reports a plugin's version only when it implements Versioned ("undefined" else).
+    unversioned = {t: versions[t] for t in TRANSFORMS if versions[t] in (None, "", "undefined")}
+    assert not unversioned, f"transforms listed without a version: {unversioned}"

@@ -1,6 +1,9 @@
 package io.conveyor.transforms;
 
 import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
 import java.util.Locale;
 import java.util.Map;
 import java.util.regex.Pattern;
@@ -32,8 +35,10 @@ public abstract class RouteByField<R extends ConnectRecord<R>> extends BaseTrans
 
     static final String VALUE_PLACEHOLDER = "${value}";
     static final String TOPIC_PLACEHOLDER = "${topic}";
-    /** PostgreSQL truncates identifiers at 63 bytes; trimming ourselves keeps two long names from colliding silently. */
+    /** PostgreSQL truncates identifiers at 63 bytes. */
     static final int MAX_TABLE_NAME = 63;
+    /** A cut name ends in '_' and this many hex digits of the SHA-256 of the whole cleaned name. */
+    static final int HASH_HEX_DIGITS = 8;
 
     private static final Pattern NOT_ALLOWED = Pattern.compile("[^a-z0-9_]");
     private static final Pattern REPEATED_UNDERSCORES = Pattern.compile("_{2,}");
@@ -51,7 +56,10 @@ public abstract class RouteByField<R extends ConnectRecord<R>> extends BaseTrans
                     "Template for the new topic: " + VALUE_PLACEHOLDER + " is replaced by the routing value and "
                             + TOPIC_PLACEHOLDER + " by the original topic. The result is lowercased, characters "
                             + "outside [a-z0-9_] become '_', repeats collapse, it is cut to " + MAX_TABLE_NAME
-                            + " characters and prefixed with 't_' if it starts with a digit.")
+                            + " characters (a longer name keeps its first " + (MAX_TABLE_NAME - HASH_HEX_DIGITS - 1)
+                            + " and ends in '_' and " + HASH_HEX_DIGITS + " hex digits of the SHA-256 of the whole "
+                            + "name, so two long names that share a prefix never share a table) and prefixed "
+                            + "with 't_' if it starts with a digit.")
             .define(FALLBACK_TOPIC_CONFIG, ConfigDef.Type.STRING, "", new ConfigDef.NonNullValidator(),
                     ConfigDef.Importance.MEDIUM,
                     "Topic for records whose routing value is missing, null or empty (sanitised the same way). "
@@ -152,7 +160,19 @@ public abstract class RouteByField<R extends ConnectRecord<R>> extends BaseTrans
         if (!cleaned.isEmpty() && Character.isDigit(cleaned.charAt(0))) {
             cleaned = "t_" + cleaned;
         }
-        return cleaned.length() > MAX_TABLE_NAME ? cleaned.substring(0, MAX_TABLE_NAME) : cleaned;
+        if (cleaned.length() <= MAX_TABLE_NAME) {
+            return cleaned;
+        }
+        return cleaned.substring(0, MAX_TABLE_NAME - HASH_HEX_DIGITS - 1) + "_" + hashHex(cleaned);
+    }
+
+    private static String hashHex(String name) {
+        try {
+            byte[] digest = MessageDigest.getInstance("SHA-256").digest(name.getBytes(StandardCharsets.UTF_8));
+            return HexFormat.of().formatHex(digest).substring(0, HASH_HEX_DIGITS);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException("every Java runtime has SHA-256", e);
+        }
     }
 
     private String describeSource() {

@@ -10,6 +10,7 @@ import java.util.Set;
 import java.util.TreeSet;
 
 import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.connect.components.Versioned;
 import org.apache.kafka.connect.transforms.Transformation;
 import org.junit.jupiter.api.Test;
 
@@ -34,6 +35,8 @@ class PluginRegistrationTest {
                 continue;
             }
             found.add(name);
+            // Connect's plugin listing reports a version only for Versioned plugins ("undefined" otherwise).
+            assertTrue(transformation instanceof Versioned, name + " should implement Versioned");
             assertNotNull(transformation.version());
             ConfigDef def = transformation.config();
             assertFalse(def.configKeys().isEmpty(), name);

@@ -5,6 +5,7 @@ import static io.conveyor.transforms.TestSupport.assertValidateRejects;
 import static io.conveyor.transforms.TestSupport.schemaless;
 import static io.conveyor.transforms.TestSupport.value;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -51,6 +52,24 @@ class RouteByFieldTest {
         String longName = RouteByField.sanitize("x".repeat(100));
         assertEquals(63, longName.length());
         assertEquals(63, RouteByField.sanitize("9" + "x".repeat(100)).length());
+    }
+
+    @Test
+    void longNamesThatShareAPrefixStayApart() {
+        String prefix = "snowplow_com_example_" + "checkout_".repeat(6);
+        String first = RouteByField.sanitize(prefix + "step_one");
+        String second = RouteByField.sanitize(prefix + "step_two");
+        assertEquals(63, first.length());
+        assertEquals(63, second.length());
+        assertNotEquals(first, second);
+        // Cut names keep their readable prefix and end in '_' and 8 hex digits.
+        assertTrue(first.startsWith(prefix.substring(0, 54)), first);
+        assertTrue(first.matches("[a-z0-9_]{54}_[0-9a-f]{8}"), first);
+        // Stable: the same value always names the same table.
+        assertEquals(first, RouteByField.sanitize(prefix + "step_one"));
+        // Names that fit are left alone.
+        String fits = "x".repeat(63);
+        assertEquals(fits, RouteByField.sanitize(fits));
     }
 
     // ---- schemaless ----
