@@ -20,7 +20,7 @@ from confluent_kafka import KafkaException
 
 from reconcile.times import parse_time
 
-from . import deploy, replay
+from . import deploy, preview, replay
 from .configs import ConfigFileError, ConnectorFile, load_files, load_profile, profiles
 from .rest import ConnectClient, ConnectError, ConnectorState, ConnectUnreachable
 
@@ -37,6 +37,8 @@ class ExitCode(IntEnum):
     REFUSED = 6         # Connect answered a request with an error
     NOT_SAFE = 7        # replay: a sink that keeps its own offsets, or a window retention
                         # no longer holds; nothing was changed
+    WOULD_FAIL = 8      # preview --strict: a record would be dead-lettered or fail the task
+    DIFFERS = 9         # preview --check: the saved preview and this run differ
 
 
 MAIN_HELP = f"""Deploy Conveyor's connectors (config files, one per connector) to Kafka Connect.
@@ -55,6 +57,7 @@ Examples:
   conveyor-connectors delete warehouse-snowplow-bad-rows
   CONNECT_URL=http://connect.prod:8083 conveyor-connectors status --profile local
   conveyor-connectors replay warehouse-rabbitmq-events --since 2026-12-01T02:00Z --dry-run
+  conveyor-connectors preview connectors/configs/local/rabbitmq-events.json --records 5
 
 \b
 Exit codes:
@@ -294,6 +297,119 @@ def replay_cmd(client: ConnectClient, name: str, since: str, dry_run: bool, forc
             _fail(ExitCode.NOT_RUNNING, str(exc))
     click.echo(f"replayed {plan.records} records of {name} since {at.isoformat()}",
                err=as_json)
+
+
+PREVIEW_HELP = f"""Show the rows a sink connector FILE would write from real records of its
+topics, or why a record would go to its dead-letter topic. Writes nothing, commits nothing.
+
+\b
+The file's converters, predicates and transforms run as a Connect worker runs them: Kafka
+Connect's own classes, the worker's plugin path, the file's errors.* settings, in the
+Connect image (docker run). Per record: the outcome (row, filtered, dead_letter,
+task_failure); for a row its table, each column with the PostgreSQL type the JDBC sink
+gives it, and the value; for a dead letter the stage, class and exception that Connect
+writes in the record's __connect.errors.* headers.
+
+\b
+Saved previews are golden tests of a connector file: --save keeps the records and what
+became of them; --check runs the saved records through the file again and exits DIFFERS
+(9) when an outcome, table, column or value changed (landed_at is ignored: it is stamped
+at conversion).
+
+\b
+Where it runs (environment):
+  CONVEYOR_PREVIEW_IMAGE          the Connect image      (default {preview.DEFAULT_IMAGE})
+  CONVEYOR_PREVIEW_NETWORK        its docker network     (default {preview.DEFAULT_NETWORK})
+  CONVEYOR_PREVIEW_BOOTSTRAP      Kafka, as seen there   (default {preview.DEFAULT_BOOTSTRAP})
+  CONVEYOR_PREVIEW_WORKER_CONFIG  worker properties file (security.*, sasl.*, converters)
+Against a remote cluster: CONVEYOR_PREVIEW_NETWORK=host CONVEYOR_PREVIEW_BOOTSTRAP=broker:9092,
+and --set for what differs there (e.g. the registry URL). Variables the file reads as
+${{env:NAME}} are passed to the container by name.
+
+\b
+Examples:
+  conveyor-connectors preview connectors/configs/local/rabbitmq-events.json
+  conveyor-connectors preview FILE --since -1h --records 20 --strict
+  conveyor-connectors preview FILE --from latest --topic events.order_placed --json
+  conveyor-connectors preview FILE --records 50 --save tests/golden/rabbitmq.jsonl
+  conveyor-connectors preview FILE --check tests/golden/rabbitmq.jsonl
+"""
+
+
+@main.command("preview", help=PREVIEW_HELP)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--records", "-n", default=10, show_default=True, type=click.IntRange(1, 10_000),
+              help="At most this many records (per partition while reading, in all shown).")
+@click.option("--from", "start", default="earliest", show_default=True, metavar="WHERE",
+              help="earliest, latest (the last N records), or an offset.")
+@click.option("--since", default=None, metavar="TIME",
+              help="From the first record stamped at or after TIME (ISO 8601 or e.g. -1h).")
+@click.option("--topic", default=None, help="Only this topic of the file's topics.")
+@click.option("--partition", default=None, type=int, help="Only this partition.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a key of the file for the preview (repeatable).")
+@click.option("--input", "input_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The records of a saved preview instead of Kafka.")
+@click.option("--save", "save_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the preview (JSON lines) to this file.")
+@click.option("--check", "check_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Run a saved preview's records again and compare.")
+@click.option("--ignore", multiple=True, default=preview.VOLATILE_COLUMNS, show_default=True,
+              help="Columns --check does not compare (repeatable).")
+@click.option("--strict", is_flag=True,
+              help="Exit WOULD_FAIL (8) when a record would be dead-lettered or fail the task.")
+@click.option("--json", "as_json", is_flag=True, help="The JSON lines on stdout.")
+def preview_cmd(file: Path, records: int, start: str, since: str | None, topic: str | None,
+                partition: int | None, overrides: tuple[str, ...], input_path: Path | None,
+                save_path: Path | None, check_path: Path | None, ignore: tuple[str, ...],
+                strict: bool, as_json: bool) -> None:
+    if start not in ("earliest", "latest") and not start.isdigit():
+        raise click.BadParameter("earliest, latest or an offset", param_hint="--from")
+    sets = {}
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r}: KEY=VALUE", param_hint="--set")
+        sets[key] = value
+    if check_path is not None and input_path is not None:
+        raise click.UsageError("--check reads its records from the saved file; drop --input")
+    with _errors():
+        (connector,) = load_files([file])
+        saved = preview.load_saved(check_path) if check_path is not None else None
+        options = preview.Options(
+            records=max(records, len(saved)) if saved is not None else records, start=start,
+            since_ms=int(parse_time(since).timestamp() * 1000) if since else None,
+            topic=topic, partition=partition, overrides=sets,
+            input=check_path if check_path is not None else input_path)
+        try:
+            result = preview.run(connector, options)
+        except preview.PreviewFailed as exc:
+            code = {"config": ExitCode.INVALID_CONFIG, "usage": ExitCode.USAGE,
+                    "source": ExitCode.UNREACHABLE}.get(exc.kind, ExitCode.UNREACHABLE)
+            hint = ("\n  is the stack up (`make up`) and the Connect image built? see "
+                    "`conveyor-connectors preview --help` for another cluster"
+                    if exc.kind in ("runner", "source") else "")
+            _fail(code, f"error: preview {exc}{hint}")
+    if as_json:
+        for r in result.records:
+            click.echo(json.dumps(r, sort_keys=True))
+        click.echo(json.dumps({"summary": result.summary}, sort_keys=True))
+    else:
+        click.echo(preview.render(result))
+    if save_path is not None:
+        preview.save(result, save_path)
+        click.echo(f"saved {len(result.records)} records to {save_path}", err=True)
+    if saved is not None:
+        problems = preview.compare(saved, result.records, ignore)
+        if problems:
+            for p in problems:
+                click.secho(p, fg="red", err=True)
+            _fail(ExitCode.DIFFERS, f"{len(problems)} difference(s) from {check_path}")
+        click.echo(f"same as {check_path}: {len(saved)} records", err=True)
+    if strict and (result.by_outcome("dead_letter") or result.by_outcome("task_failure")):
+        _fail(ExitCode.WOULD_FAIL, "some records would not become rows (--strict)")
 
 
 def _print_replay_plan(plan: replay.Plan) -> None:
