@@ -322,9 +322,9 @@ Where it runs (environment):
   CONVEYOR_PREVIEW_NETWORK        its docker network     (default {preview.DEFAULT_NETWORK})
   CONVEYOR_PREVIEW_BOOTSTRAP      Kafka, as seen there   (default {preview.DEFAULT_BOOTSTRAP})
   CONVEYOR_PREVIEW_WORKER_CONFIG  worker properties file (security.*, sasl.*, converters)
-Against a remote cluster: CONVEYOR_PREVIEW_NETWORK=host CONVEYOR_PREVIEW_BOOTSTRAP=broker:9092,
-and --set for what differs there (e.g. the registry URL). Variables the file reads as
-${{env:NAME}} are passed to the container by name.
+Against a remote cluster: CONVEYOR_PREVIEW_NETWORK=host, Kafka from KAFKA_BOOTSTRAP, and
+--set for what differs there (e.g. the registry URL). Variables the file reads as
+${{env:NAME}} are passed to the container by name, never on its command line.
 
 \b
 Examples:

@@ -64,10 +64,14 @@ class Runner:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Runner:
+        """``CONVEYOR_PREVIEW_*``; on the host's network (a remote cluster) Kafka defaults to
+        ``KAFKA_BOOTSTRAP``, as for the other commands."""
         worker = env.get("CONVEYOR_PREVIEW_WORKER_CONFIG")
-        return cls(image=env.get("CONVEYOR_PREVIEW_IMAGE", DEFAULT_IMAGE),
-                   network=env.get("CONVEYOR_PREVIEW_NETWORK", DEFAULT_NETWORK),
-                   bootstrap=env.get("CONVEYOR_PREVIEW_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+        network = env.get("CONVEYOR_PREVIEW_NETWORK", DEFAULT_NETWORK)
+        fallback = env.get("KAFKA_BOOTSTRAP", "localhost:9092") if network == "host" \
+            else DEFAULT_BOOTSTRAP
+        return cls(image=env.get("CONVEYOR_PREVIEW_IMAGE", DEFAULT_IMAGE), network=network,
+                   bootstrap=env.get("CONVEYOR_PREVIEW_BOOTSTRAP", fallback),
                    worker_config=Path(worker) if worker else None)
 
 

@@ -61,6 +61,11 @@ def test_a_time_replaces_the_start_and_inputs_are_mounted_read_only(tmp_path: Pa
     assert cmd[cmd.index("--set") + 1] == "a=b=c"
     assert cmd[cmd.index("--network") + 1] == "host"
     assert cmd[cmd.index("--bootstrap") + 1] == "b:9092"
+    remote = preview.Runner.from_env({"CONVEYOR_PREVIEW_NETWORK": "host",
+                                      "KAFKA_BOOTSTRAP": "prod:9092"})
+    assert remote.bootstrap == "prod:9092"
+    assert preview.Runner.from_env({"KAFKA_BOOTSTRAP": "prod:9092"}).bootstrap == \
+        preview.DEFAULT_BOOTSTRAP  # on the stack's network, Kafka's name there
 
 
 def test_parse_keeps_records_and_summary_and_skips_log_lines() -> None:
