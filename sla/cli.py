@@ -36,6 +36,8 @@ def main(config_path: str | None, once: bool) -> None:
     Per sink connector (group connect-<name>) and partition: lag in seconds from the
     timestamp of the record at the committed offset, and records lost to retention.
     Per warehouse table with accepted_at: freshness and a landing-delay histogram.
+    Per canary path (canary.rabbitmq, canary.snowplow; off unless enabled): a synthetic
+    event every interval, its publish-to-row latency, canaries sent, seen and lost.
     Secrets only from the environment: CONVEYOR_POSTGRES_USER, CONVEYOR_POSTGRES_PASSWORD,
     CONVEYOR_KAFKA_SASL_USERNAME, CONVEYOR_KAFKA_SASL_PASSWORD.
     """
@@ -47,7 +49,10 @@ def main(config_path: str | None, once: bool) -> None:
     logs.configure(settings.log_level)
     # httpx logs every request at INFO: one Connect listing per scrape is not news.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    collector = build(settings)
+    # pika logs each step of every (re)connection at INFO; its warnings still show.
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    # --once measures what is there: no canary is sent for one look.
+    collector = build(settings, canaries=not once)
     if once:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
@@ -59,10 +64,14 @@ def main(config_path: str | None, once: bool) -> None:
                        registry)
     log.info("sla.serving", extra={"host": settings.listen_host, "port": settings.port})
     server.start()
+    if collector.canaries is not None:
+        collector.canaries.start()
     try:
         threading.Event().wait()   # until a signal ends the process
     except KeyboardInterrupt:
         pass
     finally:
+        if collector.canaries is not None:
+            collector.canaries.stop()
         server.stop()
     sys.exit(EXIT_OK)

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .canaries import Canaries
 from .core import Histogram, PartitionKey, RetentionTracker, lag_seconds, threshold
 from .kafka import PartitionReading, Sink, SourceDown
 from .settings import SlaSettings
@@ -46,6 +47,7 @@ class WarehouseSide(Protocol):
     def tables(self) -> list[Table]: ...
     def read(self, table: Table, since_s: float | None) -> TableReading: ...
     def forget_tables(self) -> None: ...
+    def find(self, table: str, event_ids: list[str]) -> dict[str, float]: ...
 
 
 @dataclass
@@ -63,10 +65,12 @@ class Scrape:
 class SlaCollector(Collector):
     def __init__(self, settings: SlaSettings, kafka: KafkaSide | None,
                  warehouse: WarehouseSide | None,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 canaries: Canaries | None = None) -> None:
         self.settings = settings
         self._kafka = kafka
         self._warehouse = warehouse
+        self.canaries = canaries
         self._clock_ms = clock_ms
         self._lock = threading.Lock()    # scrapes in turn: counters and windows are state
         self.retention = RetentionTracker()
@@ -92,6 +96,7 @@ class SlaCollector(Collector):
             scrape = Scrape()
             self._measure_kafka(scrape)
             self._measure_warehouse(scrape)
+            self._measure_canaries(scrape)
             self.last, self.last_at = scrape, time.monotonic()
             return scrape
 
@@ -178,6 +183,19 @@ class SlaCollector(Collector):
                 self._histograms.pop(gone, None)
                 self._cutoffs.pop(gone, None)
         scrape.duration["postgres"] = time.perf_counter() - started
+
+    def _measure_canaries(self, scrape: Scrape) -> None:
+        if self.canaries is None or self._warehouse is None or not scrape.up.get("postgres"):
+            return   # with the warehouse away nothing is decided: no canary counted lost
+        started = time.perf_counter()
+        try:
+            self.canaries.check(self._warehouse)
+        except SourceDown as exc:
+            self._mark(scrape, "postgres", False, str(exc))
+        except Exception as exc:
+            log.exception("sla.canary_check_unexpected")
+            self._mark(scrape, "postgres", False, repr(exc))
+        scrape.duration["canaries"] = time.perf_counter() - started
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -293,11 +311,67 @@ def render(scrape: Scrape, c: SlaCollector) -> Iterator[Metric]:
         hist.add_metric([name], buckets, h.total)
     yield hist
 
+    if c.canaries is not None:
+        yield from render_canaries(c.canaries)
+
     dur = GaugeMetricFamily("conveyor_sla_measure_duration_seconds",
                             "Wall time the last scrape spent on each source", labels=["source"])
     for source, seconds in sorted(scrape.duration.items()):
         dur.add_metric([source], seconds)
     yield dur
+
+
+def render_canaries(canaries: Canaries) -> Iterator[Metric]:
+    views = canaries.views()
+    labels = ["path"]
+    info = GaugeMetricFamily(
+        "conveyor_sla_canary_info",
+        "1 per canary path: the table its rows are looked for in, and this process's run id "
+        "(the <run> in canary-<path>-<run>-<seq>)", labels=["path", "table", "run"])
+    sent = CounterMetricFamily("conveyor_sla_canary_sent",
+                               "Canaries the path's entry point took", labels=labels)
+    seen = CounterMetricFamily("conveyor_sla_canary_seen",
+                               "Canaries whose row was found in the table by their deadline",
+                               labels=labels)
+    lost = CounterMetricFamily("conveyor_sla_canary_lost",
+                               "Canaries not found in the table by their deadline",
+                               labels=labels)
+    failed = CounterMetricFamily("conveyor_sla_canary_publish_failures",
+                                 "Canaries the path's entry point refused or did not answer",
+                                 labels=["path", "reason"])
+    pending = GaugeMetricFamily("conveyor_sla_canary_pending",
+                                "Canaries published, not yet seen and not yet lost",
+                                labels=labels)
+    age = GaugeMetricFamily(
+        "conveyor_sla_canary_last_seen_age_seconds",
+        "Now minus the publish time of the newest canary seen (since start while none was)",
+        labels=labels)
+    missing_th = GaugeMetricFamily("conveyor_sla_canary_missing_threshold_seconds",
+                                   "Alert threshold for the last seen canary's age (settings)",
+                                   labels=labels)
+    latency_th = GaugeMetricFamily("conveyor_sla_canary_latency_threshold_seconds",
+                                   "Alert threshold for the canaries' p99 latency (settings)",
+                                   labels=labels)
+    latency = HistogramMetricFamily(
+        "conveyor_sla_canary_latency_seconds",
+        "Publish to row: the canary row's landed_at minus the time the exporter published it",
+        labels=labels)
+    for v in views:
+        info.add_metric([v.path, v.table, canaries.run], 1.0)
+        sent.add_metric([v.path], float(v.sent))
+        seen.add_metric([v.path], float(v.seen))
+        lost.add_metric([v.path], float(v.lost))
+        for reason, n in sorted(v.failures.items()):
+            failed.add_metric([v.path, reason], float(n))
+        pending.add_metric([v.path], float(v.pending))
+        age.add_metric([v.path], v.age_s)
+        missing_th.add_metric([v.path], v.missing_after_s)
+        latency_th.add_metric([v.path], v.latency_threshold_s)
+        h = v.latency
+        buckets = [(_le(b), float(n)) for b, n in zip(h.buckets, h.counts, strict=False)]
+        buckets.append(("+Inf", float(h.counts[-1])))
+        latency.add_metric([v.path], buckets, h.total)
+    yield from (info, sent, seen, lost, failed, pending, age, missing_th, latency_th, latency)
 
 
 def _le(bound: float) -> str:

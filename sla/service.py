@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from . import canaries as canaries_mod
 from .exporter import SlaCollector
 from .kafka import (
     Cached,
@@ -64,11 +65,18 @@ class PostgresSide:
     def forget_tables(self) -> None:
         self._tables.invalidate()
 
+    def find(self, table: str, event_ids: list[str]) -> dict[str, float]:
+        return self.db.find(table, event_ids)
+
     def close(self) -> None:
         self.db.close()
 
 
-def build(settings: SlaSettings, secrets: SlaSecrets | None = None) -> SlaCollector:
+def build(settings: SlaSettings, secrets: SlaSecrets | None = None,
+          canaries: bool = True) -> SlaCollector:
+    """The collector; with ``canaries`` the enabled canary paths too (not started: the
+    caller starts and stops their threads)."""
     secrets = secrets or SlaSecrets()
     kafka = ConnectKafkaSide(settings, secrets) if settings.connect.url else None
-    return SlaCollector(settings, kafka, PostgresSide(settings, secrets))
+    return SlaCollector(settings, kafka, PostgresSide(settings, secrets),
+                        canaries=canaries_mod.build(settings, secrets) if canaries else None)

@@ -104,6 +104,23 @@ class Warehouse:
             log.warning("sla.tables_capped", extra={"found": len(found), "max_tables": limit})
         return found[:limit]
 
+    def find(self, table: str, event_ids: list[str]) -> dict[str, float]:
+        """The rows with these event ids: event_id -> landed_at (epoch s). A table that does
+        not exist yet has none (a sink creates it with its first row). One query, by the
+        sinks' primary key (event_id): an index lookup per id."""
+        query = sql.SQL(
+            "SELECT event_id::text, extract(epoch FROM landed_at)::float8 FROM {t} "
+            "WHERE event_id = ANY(%s) AND landed_at IS NOT NULL").format(
+            t=sql.Identifier(self._schema, table))
+        try:
+            rows = self._connection().execute(query, (event_ids,)).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return {}
+        except psycopg.Error as exc:
+            self._drop_broken()
+            raise SourceDown(f"PostgreSQL canaries in {table}: {str(exc).strip()}") from exc
+        return {str(event_id): float(landed) for event_id, landed in rows}
+
     def read(self, table: Table, since_s: float | None, settle_s: float,
              buckets: Sequence[float]) -> TableReading:
         """Freshness now, and the landing delays of rows landed in (since, now - settle].
