@@ -377,6 +377,10 @@ def preview_cmd(file: Path, records: int, start: str, since: str | None, topic: 
         raise click.UsageError("--check reads its records from the saved file; drop --input")
     with _errors():
         (connector,) = load_files([file])
+        for name in preview.env_references(connector.config):
+            if name not in os.environ:
+                click.secho(f"warning: {name} is not set: ${{env:{name}}} stays as it is "
+                            "(set it, or --set the key)", fg="yellow", err=True)
         saved = preview.load_saved(check_path) if check_path is not None else None
         options = preview.Options(
             records=max(records, len(saved)) if saved is not None else records, start=start,

@@ -265,7 +265,8 @@ def render(result: Result, *, columns: bool = True) -> str:
                 row = r.get("row", {})
                 for c in r.get("columns", []):
                     null = "" if c.get("optional") else " not null"
-                    lines.append(f"    {c['name']:<28} {c.get('sql_type', '?'):<28}"
+                    kind = c.get("sql_type") or c.get("connect_type") or "?"
+                    lines.append(f"    {c['name']:<28} {kind:<28}"
                                  f"{null:<9} {_short(row.get(c['name']))}")
         elif r["outcome"] == "dead_letter":
             dl = r.get("dead_letter", {})

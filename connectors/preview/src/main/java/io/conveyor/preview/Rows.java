@@ -28,11 +28,15 @@ import java.util.Map;
  */
 final class Rows {
 
+    static final String JDBC_SINK = "io.debezium.connector.jdbc.JdbcSinkConnector";
+
     private final String tableFormat;
     private final String pkMode;
     private final List<String> pkFields;
+    private final boolean jdbc;
 
     Rows(Map<String, String> conn) {
+        this.jdbc = JDBC_SINK.equals(conn.get("connector.class"));
         this.tableFormat = conn.getOrDefault("collection.name.format",
                 conn.getOrDefault("table.name.format", "${topic}"));
         this.pkMode = conn.getOrDefault("primary.key.mode", "none");
@@ -78,7 +82,8 @@ final class Rows {
             c.put("name", f.name());
             c.put("connect_type", Render.typeName(f.schema()));
             c.put("optional", f.schema().isOptional());
-            c.put("sql_type", sqlType(f.schema()));
+            // PostgreSQL types only for the JDBC sink; Snowflake and Iceberg type columns their way.
+            c.put("sql_type", jdbc ? sqlType(f.schema()) : null);
             row.set(f.name(), Render.value(f.schema(), struct.get(f)));
         }
     }
