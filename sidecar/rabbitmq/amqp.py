@@ -59,6 +59,13 @@ class AmqpSession:
     def is_open(self) -> bool:
         return bool(self._conn and self._conn.is_open and self._ch and self._ch.is_open)
 
+    @property
+    def consuming(self) -> bool:
+        """Open, the topology declared and the consumer registered. The channel is open a
+        moment before the bindings exist: a publisher told "ready" then would have its
+        first messages dropped by the broker as unroutable."""
+        return self.is_open and self._tag is not None and not self._cancelled
+
     def connect(self) -> None:
         params = pika.URLParameters(self._url)
         params.heartbeat = self._s.rabbitmq.heartbeat_s

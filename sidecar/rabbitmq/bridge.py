@@ -122,7 +122,7 @@ class QueuePipeline:
 
     @property
     def amqp_ok(self) -> bool:
-        return self._amqp.is_open
+        return self._amqp.consuming
 
     def last_commit_age_s(self) -> float:
         at = self.settlement.last_commit_at

@@ -321,7 +321,10 @@ def test_one_instance_drains_several_queues(scenario: Scenario) -> None:
     wait_for(lambda: bridge.metric_sum(routed) >= 400, 60, "both queues drained",
              explain=lambda: f"routed {bridge.metric_sum(routed):.0f} of 400; depths "
                              f"{queue_depth(s.stack, q1)}, {queue_depth(s.stack, q2)}; "
-                             f"bridge log:\n{bridge.log_tail(60)}")
+                             f"published {s.publisher.confirmed}; bridge metrics:\n"
+                             + "\n".join(f"  {k} {v}" for k, v in bridge.metrics().items()
+                                          if "rabbitmq_" in k and "bucket" not in k and v)
+                             + f"\nbridge log:\n{bridge.log_tail(60)}")
     metrics = bridge.metrics()
     assert metrics[f'conveyor_rabbitmq_produced_total{{kind="routed",queue="{q1}"}}'] == 200
     assert metrics[f'conveyor_rabbitmq_produced_total{{kind="routed",queue="{q2}"}}'] == 200

@@ -25,6 +25,7 @@ ROBOT = json.dumps({"robot_id": "r", "ts": "2026-01-01T00:00:00Z", "battery_pct"
 
 class FakeAmqp:
     is_open = True
+    consuming = True
 
     def __init__(self) -> None:
         self.acks: list[int] = []
@@ -209,3 +210,22 @@ def test_a_new_owner_reads_the_ledger_to_its_end_before_its_first_decision() -> 
     rig.batch()
     assert rig.ledger.synced == [True, False, True]
     assert [p.inits for p in rig.made] == [1]
+
+
+class _Open:
+    is_open = True
+
+
+def test_ready_only_once_consuming_not_when_the_channel_opens() -> None:
+    """The channel opens before the topology is declared and the consumer registered;
+    /health must not say "rabbitmq ok" in between (a publisher trusting it would have its
+    first messages dropped as unroutable)."""
+    from sidecar.rabbitmq.amqp import AmqpSession
+    session = AmqpSession("amqp://unused", make_settings(), "q")
+    assert not session.consuming
+    session._conn, session._ch = _Open(), _Open()  # type: ignore[assignment]
+    assert session.is_open and not session.consuming
+    session._tag = "ctag-1"
+    assert session.consuming
+    session._cancelled = True
+    assert not session.consuming
