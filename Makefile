@@ -87,5 +87,5 @@ test: ## Every test: unit tests (beside the image builds), the monitoring checks
 	@$(MAKE) --no-print-directory monitoring-check itest
 
 .PHONY: bench
-bench: venv up ## Benchmarks vs baselines from the same run (BENCH="rabbitmq snowplow connect reconcile sla")
-	@$(WITH_ENV) $(PY) -m bench $(BENCH)
+bench: venv up ## Benchmarks vs baselines from the same run (BENCH="rabbitmq snowplow connect reconcile sla", BENCH_ARGS="--rows N")
+	@$(WITH_ENV) $(PY) -m bench $(BENCH) $(if $(BENCH_ARGS),-- $(BENCH_ARGS))

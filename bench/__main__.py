@@ -2,6 +2,9 @@
 
     python -m bench                 # all of them
     python -m bench rabbitmq connect
+    python -m bench reconcile -- --rows 1000000   # after --: options for each named one
+
+``make bench BENCH=reconcile BENCH_ARGS="--rows 1000000"`` does the same.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ BENCHMARKS = {
 
 
 def main(argv: list[str]) -> int:
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
     names = argv or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -27,7 +34,7 @@ def main(argv: list[str]) -> int:
     failed = []
     for name in names:
         print(f"\n===== benchmark: {name} =====", flush=True)
-        if subprocess.run([sys.executable, "-m", BENCHMARKS[name]]).returncode != 0:
+        if subprocess.run([sys.executable, "-m", BENCHMARKS[name], *extra]).returncode != 0:
             failed.append(name)
     if failed:
         print(f"\nbenchmarks that did not finish: {failed}", file=sys.stderr)
