@@ -361,3 +361,8 @@ def test_canary_settings_validate_and_take_credentials_from_the_environment(
     url = SlaSecrets().amqp_url(s.canary.rabbitmq)
     assert url == "amqp://sla:p%40ss%2Fword@localhost:5672/%2F"
     assert "p@ss" not in repr(SlaSecrets())
+
+
+def test_full_yaml_lists_the_canary_defaults() -> None:
+    full = settings_mod.load(ROOT / "sla" / "examples" / "full.yaml")
+    assert full.canary == SlaSettings().canary
