@@ -23,6 +23,10 @@ from .records import RecordSpec
 from .times import parse_duration, parse_time
 from .topic import NotRetained, TopicReader, TopicSide, TopicStats
 
+# The SLA exporter's RabbitMQ canaries (sla.canary.ID_PREFIX): synthetic events that only
+# Conveyor's side has, so a comparison with another landing leaves them out.
+CANARY_ID_PREFIX = "canary-"
+
 
 class ExitCode(IntEnum):
     CLEAN = 0         # nothing missing, twice or different in the window (the go signal)
@@ -55,10 +59,13 @@ payload field (a.b for nested ones); a record is late when Kafka stamped it more
 envelopes are counted as unreadable, and make the verdict a no-go.
 
 \b
-Canary events: the pipeline marks none, so say what one looks like: --exclude-id-prefix
-leaves ids starting so out of both sides; --topic-exclude FIELD=VALUE leaves a topic's
-records out where FIELD renders as VALUE (e.g. attributes.canary=true), and --new-where
-or --old-where does the same for a table in SQL.
+Canary events (the SLA exporter's, sla/README.md) are left out by default: the RabbitMQ
+bridge's have event ids starting canary- (--exclude-id-prefix, on both sides; '' keeps
+them). The Snowplow collector's carry UUIDs like any tracker's, so they are told by their
+app_id, conveyor-canary: add --new-where "app_id IS DISTINCT FROM 'conveyor-canary'" for
+a Snowplow table, --topic-exclude attributes.app_id=conveyor-canary for its topic.
+--topic-exclude FIELD=VALUE leaves a topic's records out where FIELD renders as VALUE;
+--new-where or --old-where does the same for a table in SQL.
 
 \b
 Connections come from the environment, never the command line: --new-dsn-env names the
@@ -75,7 +82,9 @@ Examples:
       --compare order_id=order_ref --compare total=amount --json
   conveyor-reconcile ... --topic conveyor.events.orders   # where to replay each gap from
   conveyor-reconcile --old-topic events.orders.placed --new rabbitmq_order_placed \\
-      --since -6h --compare total_cents --exclude-id-prefix canary-
+      --since -6h --compare total_cents
+  conveyor-reconcile --old legacy.struct_events --new snowplow_struct --since -24h \\
+      --new-where "app_id IS DISTINCT FROM 'conveyor-canary'"
 
 \b
 Exit codes:
@@ -155,8 +164,10 @@ def _bar(label: str, enabled: bool) -> Callable[[int, int], None] | None:
 @click.option("--old-where", help="SQL predicate rows of the old side's table must meet.")
 @click.option("--new-where", help="SQL predicate rows of the new side must meet "
                                   "(e.g. to leave canary events out).")
-@click.option("--exclude-id-prefix", metavar="PREFIX",
-              help="Leave ids starting with PREFIX out of both sides (canary events).")
+@click.option("--exclude-id-prefix", metavar="PREFIX", default=CANARY_ID_PREFIX,
+              show_default=True,
+              help="Leave ids starting with PREFIX out of both sides (the RabbitMQ "
+                   "canaries); '' compares every id.")
 @click.option("--topic-exclude", "topic_excludes", multiple=True, metavar="FIELD=VALUE",
               help="--old-topic: leave records out whose FIELD renders as VALUE (repeat).")
 @click.option("--old-dsn-env", default="RECONCILE_OLD_DSN", show_default=True)

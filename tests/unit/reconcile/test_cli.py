@@ -84,3 +84,42 @@ def test_unreadable_topic_records_are_shown_and_are_a_no_go() -> None:
     assert render(report, "topic t", "table", {}, count_late=False,
                   stats=TopicStats(records=3)).endswith("CLEAN: nothing missing, twice or "
                                                         "different")
+
+
+def test_canaries_are_left_out_by_default_and_can_be_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SLA exporter's RabbitMQ canaries (ids canary-...) are on Conveyor's side only:
+    by default both sides leave them out, in SQL and in a topic's records; '' keeps them."""
+    from reconcile import cli as cli_mod
+    from reconcile.core import Report
+    from reconcile.postgres import Side
+    from reconcile.records import RecordSpec, to_record
+    from reconcile.topic import TopicSide
+    from sla.canary import ID_PREFIX
+
+    assert cli_mod.CANARY_ID_PREFIX == ID_PREFIX
+    sides: list[tuple[object, Side]] = []
+
+    def fake_run(old: object, new: Side, lo: datetime, hi: datetime, *a: object,
+                 **k: object) -> tuple[Report, None]:
+        sides.append((old, new))
+        return Report(lo, hi, timedelta(hours=1), []), None
+
+    monkeypatch.setattr(cli_mod, "run", fake_run)
+    env = {"POSTGRES_DSN": "postgresql://x"}
+    base = ["--new", "rabbitmq_order_placed", "--since", "-1h"]
+    for old in (["--old", "legacy.orders"], ["--old-topic", "events.orders.placed"]):
+        assert CliRunner().invoke(main, [*old, *base], env=env).exit_code == ExitCode.CLEAN
+    assert CliRunner().invoke(main, ["--old", "legacy.orders", *base,
+                                     "--exclude-id-prefix", ""], env=env).exit_code == 0
+    (table_old, new), (topic_old, _), (kept_old, kept_new) = sides
+    assert isinstance(table_old, Side) and isinstance(topic_old, TopicSide)
+    assert new.exclude_id_prefix == table_old.exclude_id_prefix == "canary-"
+    assert "starts_with" in new.summary_query().as_string(None)
+    spec = topic_old.spec
+    assert isinstance(spec, RecordSpec)
+    canary = {"event_id": "canary-rabbitmq-a1b2c3d4-1", "accepted_at": 1_800_000_000_000}
+    assert to_record(canary, spec, None) is None                       # left out
+    assert to_record({**canary, "event_id": "e-1"}, spec, None) is not None
+    assert not kept_new.exclude_id_prefix and not kept_old.exclude_id_prefix  # type: ignore[attr-defined]
+    assert "starts_with" not in kept_new.summary_query().as_string(None)
