@@ -111,6 +111,20 @@ class RabbitMQPublisher:
         return self._channel
 
     def publish(self, readable_id: str, run: str, published_s: float) -> str:
+        """Publish with confirms. A connection found dead at publishing (the broker closed it
+        while idle: heartbeats go unanswered between canaries spaced wider than the
+        heartbeat) is rebuilt and the canary published once more; should the first one have
+        reached the broker after all, the bridge takes the second as a duplicate of the same
+        message_id."""
+        fresh = self._channel is None
+        try:
+            return self._publish(readable_id, run, published_s)
+        except PublishFailed as exc:
+            if fresh or exc.reason != "connection":
+                raise
+        return self._publish(readable_id, run, published_s)
+
+    def _publish(self, readable_id: str, run: str, published_s: float) -> str:
         import pika
         from pika import exceptions as px
 

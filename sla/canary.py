@@ -62,7 +62,10 @@ def next_due(previous_due: float, interval: float, now: float) -> float:
     if due > now:
         return due
     missed = math.floor((now - due) / interval) + 1
-    return due + missed * interval
+    nxt = due + missed * interval
+    while nxt <= now:   # float rounding can land exactly on now: one more slot
+        nxt += interval
+    return nxt
 
 
 @dataclass(frozen=True)
