@@ -8,6 +8,11 @@ env | grep '^CONNECT_' | grep -v '^CONNECT_REST_ADVERTISED_HOST_NAME=' | while I
   key=$(echo "${name#CONNECT_}" | tr 'A-Z_' 'a-z.')
   echo "$key=$value" >>"$conf"
 done
-exec java ${CONNECT_HEAP_OPTS:--Xms256m -Xmx1g} -XX:+UseG1GC -Djava.awt.headless=true \
+# The worker's JMX metrics for Prometheus on :9404 (monitoring/jmx/connect.yml).
+AGENT=""
+if [ -n "${JMX_EXPORTER_PORT-9404}" ]; then
+  AGENT="-javaagent:/opt/connect/jmx/jmx_prometheus_javaagent.jar=${JMX_EXPORTER_PORT-9404}:/opt/connect/config/jmx-exporter.yml"
+fi
+exec java ${CONNECT_HEAP_OPTS:--Xms256m -Xmx1g} -XX:+UseG1GC -Djava.awt.headless=true $AGENT \
   -Dlog4j2.configurationFile=/opt/connect/config/log4j2.properties \
   -cp '/opt/connect/libs/*' org.apache.kafka.connect.cli.ConnectDistributed "$conf"

@@ -125,6 +125,47 @@ def test_every_conveyor_process_is_scraped(prometheus: httpx.Client) -> None:
     assert {r["metric"]["job"] for r in up if r["value"][1] == "1"} >= CONVEYOR_JOBS
 
 
+def _query(prometheus: httpx.Client, promql: str) -> dict[str, float]:
+    """An instant query's samples, by instance."""
+    result = prometheus.get("/api/v1/query", params={"query": promql}).json()["data"]["result"]
+    return {r["metric"].get("instance", ""): float(r["value"][1]) for r in result}
+
+
+def test_kafka_and_connect_export_their_jmx_metrics(stack: Stack,
+                                                    prometheus: httpx.Client) -> None:
+    """The JMX exporter agent in the Kafka and Connect images, scraped by Prometheus: the
+    broker's partition and controller state and each worker's connector count, agreeing
+    with what Kafka and Connect's REST API say."""
+    workers = {"connect:9404", "connect-2:9404"}
+
+    def scraped() -> bool:
+        up = _query(prometheus, 'up{job=~"kafka|connect"}')
+        return up.get("kafka:9404") == 1 and all(up.get(w) == 1 for w in workers)
+
+    wait_for("kafka and both Connect workers scraped", scraped, SETTLE_S,
+             explain=lambda: str({j: t.get("lastError") for j, t in _targets(prometheus)
+                                  .items() if j in ("kafka", "connect")}))
+    assert _query(prometheus, "kafka_controller_kafkacontroller_activecontrollercount") == {
+        "kafka:9404": 1.0}
+    assert _query(prometheus, "kafka_controller_kafkacontroller_offlinepartitionscount") == {
+        "kafka:9404": 0.0}
+    partitions = _query(prometheus, "kafka_server_replicamanager_partitioncount")["kafka:9404"]
+    assert partitions >= 50  # __consumer_offsets alone has 50
+    assert _query(prometheus, 'jvm_memory_used_bytes{job="kafka", area="heap"}')["kafka:9404"] > 0
+    assert set(_query(prometheus, 'jvm_memory_used_bytes{job="connect", area="heap"}')) == workers
+
+    # Connectors come and go as other tests run: poll until the exporter's view (summed over
+    # both workers, each reporting the connectors it runs) matches the REST API's.
+    def connectors_agree() -> bool:
+        rest = len(httpx.get(f"{stack.connect_url}/connectors", timeout=5).json())
+        jmx = _query(prometheus, 'kafka_connect_worker_connector_count{job="connect"}')
+        return set(jmx) == workers and sum(jmx.values()) == rest
+
+    wait_for("the workers' connector counts to match Connect's REST API", connectors_agree,
+             SETTLE_S, explain=lambda: str(_query(
+                 prometheus, 'kafka_connect_worker_connector_count{job="connect"}')))
+
+
 def test_a_stopped_bridge_pages_and_resolves(stack: Stack, prometheus: httpx.Client,
                                               alertmanager: httpx.Client) -> None:
     job = "rabbitmq-bridge"
