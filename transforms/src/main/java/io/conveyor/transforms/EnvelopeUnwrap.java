@@ -21,6 +21,7 @@ import org.apache.kafka.connect.data.SchemaBuilder;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.data.Timestamp;
 import org.apache.kafka.connect.errors.DataException;
+import org.apache.kafka.connect.transforms.field.FieldSyntaxVersion;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -45,9 +46,11 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTra
     public static final String REQUIRED_FIELDS_CONFIG = "required.fields";
     public static final String LANDED_AT_CONFIG = "landed_at.column";
 
-    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+    public static final ConfigDef CONFIG_DEF = FieldSyntaxVersion.appendConfigTo(new ConfigDef()
             .define(PAYLOAD_FIELD_CONFIG, ConfigDef.Type.STRING, "payload", FieldPath.validator(false),
-                    ConfigDef.Importance.HIGH, "Field path of the payload inside the envelope.")
+                    ConfigDef.Importance.HIGH, "Field path of the payload inside the envelope, read as "
+                            + FieldSyntaxVersion.FIELD_SYNTAX_VERSION_CONFIG + " says: with V1 (the default) one "
+                            + "top-level field name, with V2 a dotted path such as body.payload.")
             .define(FLATTEN_DEPTH_CONFIG, ConfigDef.Type.INT, 1, ConfigDef.Range.atLeast(0),
                     ConfigDef.Importance.MEDIUM,
                     "How many levels of the payload become columns: 1 makes each top-level payload field a "
@@ -72,7 +75,7 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTra
                     "Top-level envelope fields that must be present and non-null. event_id is the upsert key "
                             + "of every table, so a row without it would break idempotency.")
             .define(LANDED_AT_CONFIG, ConfigDef.Type.STRING, "landed_at", new ConfigDef.NonEmptyString(),
-                    ConfigDef.Importance.LOW, "Column that receives the time the transform ran.");
+                    ConfigDef.Importance.LOW, "Column that receives the time the transform ran."));
 
     /** How one output column takes its value from the envelope, its payload and the landing time. */
     private interface Source {
@@ -104,7 +107,8 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTra
     @Override
     public void configure(Map<String, ?> props) {
         SimpleConfig config = new SimpleConfig(CONFIG_DEF, props);
-        payloadPath = FieldPath.parse(config.getString(PAYLOAD_FIELD_CONFIG));
+        payloadPath = FieldPath.parse(PAYLOAD_FIELD_CONFIG, config.getString(PAYLOAD_FIELD_CONFIG),
+                FieldSyntaxVersion.fromConfig(config));
         depth = config.getInt(FLATTEN_DEPTH_CONFIG);
         delimiter = config.getString(FLATTEN_DELIMITER_CONFIG);
         jsonColumn = config.getString(JSON_COLUMN_CONFIG).trim();
@@ -264,18 +268,19 @@ public abstract class EnvelopeUnwrap<R extends ConnectRecord<R>> extends BaseTra
                     (envelope, payload, landedAt) -> toTimestamp(envelope.get(name), name));
         }
         if (Schemas.isContainer(field.schema())) {
-            // The field that held a nested payload path is kept, minus the payload itself.
-            FieldPath inner = name.equals(payloadPath.first()) ? payloadPath.tail() : null;
+            // The field that held a nested payload path is kept, minus the payload itself. This walks our own
+            // steps: Kafka's SingleFieldPath can only read along a path, not remove what is at its end.
+            boolean holdsPayload = payloadPath.isNested() && name.equals(payloadPath.first());
             return new Column(name, SchemaBuilder.string().optional().build(), (envelope, payload, landedAt) -> {
                 Object value = envelope.get(name);
                 if (value == null) {
                     return null;
                 }
                 Object plain = Json.toPlain(value);
-                if (inner != null && plain instanceof Map) {
+                if (holdsPayload && plain instanceof Map) {
                     @SuppressWarnings("unchecked")
                     Map<String, Object> map = (Map<String, Object>) plain;
-                    plain = inner.update(map, old -> FieldPath.REMOVE);
+                    plain = payloadPath.updateBelowFirst(map, old -> FieldPath.REMOVE);
                 }
                 return Json.write(plain);
             });

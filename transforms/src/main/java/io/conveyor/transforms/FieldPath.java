@@ -1,8 +1,6 @@
 package io.conveyor.transforms;
 
 import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -15,13 +13,18 @@ import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.SchemaBuilder;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.errors.DataException;
+import org.apache.kafka.connect.transforms.field.FieldSyntaxVersion;
+import org.apache.kafka.connect.transforms.field.SingleFieldPath;
 
 /**
- * A dotted path to a field inside a record value, such as {@code customer.address.zip}, that works the
- * same way on schemaless maps and on Structs.
+ * A path to a field inside a record value, in the syntax of Kafka's own transforms (KIP-821): with
+ * {@code field.syntax.version=V1} the whole string is one top-level field name; with {@code V2}, dots
+ * separate nested names and a name containing dots is wrapped in backticks ({@code `a.b`.c}).
  *
- * <p>Names are split on every dot; a field whose own name contains a dot cannot be addressed. That keeps
- * the syntax obvious in connector configs, and none of our envelopes or Snowplow fields use dots.
+ * <p>Reading a value or a field schema is delegated to Kafka's {@link SingleFieldPath}, so a path means
+ * exactly what it means in {@code ExtractField}. Kafka offers no way to write along a path (and does not
+ * expose the steps it parsed), so the copy-on-write updates below walk our own copy of the steps, split
+ * by {@link #splitV2}, which follows Kafka's parser step for step; a test checks that both agree.
  *
  * <p>Updates are copy-on-write: only the maps and schemas along the path are rebuilt, everything else is
  * shared, and the input is never modified.
@@ -36,59 +39,144 @@ public final class FieldPath {
         }
     };
 
+    private static final char BACKTICK = '`';
+    private static final char DOT = '.';
+    private static final char BACKSLASH = '\\';
+
     private final String text;
+    private final FieldSyntaxVersion version;
     private final List<String> segments;
+    private final SingleFieldPath reader;
 
-    private FieldPath(String text, List<String> segments) {
+    private FieldPath(String text, FieldSyntaxVersion version, List<String> segments, SingleFieldPath reader) {
         this.text = text;
+        this.version = version;
         this.segments = segments;
+        this.reader = reader;
     }
 
-    /** Parses {@code a.b.c}; blank input or empty segments ({@code a..b}, {@code .a}) are rejected. */
-    public static FieldPath parse(String text) {
-        if (text == null || text.isBlank()) {
-            throw new IllegalArgumentException("a field path must not be empty");
+    /**
+     * Parses the value of config {@code key}. Empty paths, and under V2 empty names ({@code a..b},
+     * {@code .a}, {@code a.}) and unclosed backticks, are a {@link ConfigException} naming the key.
+     */
+    public static FieldPath parse(String key, String text, FieldSyntaxVersion version) {
+        if (text == null || text.isEmpty()) {
+            throw new ConfigException(key, text, "a field path must not be empty");
         }
-        String trimmed = text.trim();
-        List<String> parts = Arrays.asList(trimmed.split("\\.", -1));
-        for (String part : parts) {
-            if (part.isEmpty()) {
-                throw new IllegalArgumentException("field path '" + trimmed + "' has an empty segment");
-            }
+        SingleFieldPath reader;
+        List<String> segments;
+        try {
+            reader = new SingleFieldPath(text, version);
+            segments = version == FieldSyntaxVersion.V1 ? List.of(text) : splitV2(text);
+        } catch (ConfigException e) {
+            // Kafka's message says what is wrong with the backticks but not which setting holds them.
+            throw new ConfigException(key, text, e.getMessage());
         }
-        return new FieldPath(trimmed, Collections.unmodifiableList(new ArrayList<>(parts)));
+        if (segments.contains("")) {
+            // Kafka accepts an empty name and then never finds it; a path that can never match is a typo.
+            throw new ConfigException(key, text, "the path has an empty field name (" + FieldSyntaxVersion
+                    .FIELD_SYNTAX_VERSION_CONFIG + "=V2 splits on every dot outside backticks; wrap a name "
+                    + "that contains dots in backticks, e.g. `a.b`.c)");
+        }
+        return new FieldPath(text, version, segments, reader);
     }
 
-    public static List<FieldPath> parseAll(List<String> texts) {
+    public static List<FieldPath> parseAll(String key, List<String> texts, FieldSyntaxVersion version) {
         List<FieldPath> paths = new ArrayList<>(texts.size());
         for (String text : texts) {
-            paths.add(parse(text));
+            paths.add(parse(key, text, version));
         }
         return paths;
     }
 
-    /** ConfigDef validator for a STRING key holding one path; an empty value is allowed only if optional. */
+    /**
+     * The steps of a V2 path, split exactly as {@link SingleFieldPath} splits them (same loop as its
+     * private {@code buildFieldPathV2}): a backtick opens a quoted name at the start of a step, and only a
+     * backtick followed by a dot or the end (and not preceded by a backslash) closes it.
+     */
+    static List<String> splitV2(String path) {
+        List<String> steps = new ArrayList<>();
+        int idx = 0;
+        while (idx < path.length() && idx >= 0) {
+            if (path.charAt(idx) != BACKTICK) {
+                int start = idx;
+                idx = path.indexOf(DOT, idx);
+                if (idx >= 0) {
+                    steps.add(path.substring(start, idx));
+                    idx++;
+                } else {
+                    steps.add(path.substring(start));
+                }
+            } else {
+                int backtickAt = idx;
+                idx++;
+                StringBuilder field = new StringBuilder();
+                int start = idx;
+                while (true) {
+                    idx = path.indexOf(BACKTICK, idx);
+                    if (idx == -1) {
+                        throw incompleteBacktickPair(path, backtickAt);
+                    }
+                    boolean escaped = path.charAt(idx - 1) == BACKSLASH;
+                    if (idx >= path.length() - 1) {
+                        if (escaped) {
+                            throw incompleteBacktickPair(path, backtickAt);
+                        }
+                        field.append(path, start, idx);
+                        steps.add(field.toString());
+                        idx++;
+                        break;
+                    }
+                    if (path.charAt(idx + 1) != DOT) {
+                        idx++;
+                        continue;
+                    }
+                    if (escaped) {
+                        field.append(path, start, idx - 1).append(BACKTICK);
+                        idx++;
+                        start = idx;
+                        continue;
+                    }
+                    field.append(path, start, idx);
+                    steps.add(field.toString());
+                    idx += 2;
+                    break;
+                }
+            }
+        }
+        if (!path.isEmpty() && path.charAt(path.length() - 1) == DOT) {
+            steps.add("");
+        }
+        return List.copyOf(steps);
+    }
+
+    private static ConfigException incompleteBacktickPair(String path, int backtickAt) {
+        return new ConfigException("Incomplete backtick pair in path: [" + path + "], consider adding a "
+                + "backslash before backtick at position " + backtickAt + " to escape it");
+    }
+
+    /**
+     * ConfigDef validator for a STRING key holding one path. Whether a path is well formed depends on
+     * {@code field.syntax.version}, which a per-key validator cannot see; that check runs in configure().
+     */
     public static ConfigDef.Validator validator(boolean optional) {
         return new ConfigDef.Validator() {
             @Override
             public void ensureValid(String name, Object value) {
-                if (value == null || value.toString().isEmpty()) {
-                    if (!optional) {
-                        throw new ConfigException(name, value, "a field path is required");
-                    }
-                    return;
+                if (!optional && (value == null || value.toString().isEmpty())) {
+                    throw new ConfigException(name, value, "a field path is required");
                 }
-                check(name, value.toString());
             }
 
             @Override
             public String toString() {
-                return optional ? "empty, or a field path such as a.b.c" : "a field path such as a.b.c";
+                return (optional ? "empty, or a field path" : "a field path")
+                        + " (a name, or with field.syntax.version=V2 a dotted path a.b.c)";
             }
         };
     }
 
-    /** ConfigDef validator for a LIST key holding zero or more paths. */
+    /** ConfigDef validator for a LIST key holding zero or more paths; none may be empty. */
     public static ConfigDef.Validator listValidator() {
         return new ConfigDef.Validator() {
             @Override
@@ -97,23 +185,17 @@ public final class FieldPath {
                     return;
                 }
                 for (Object item : (List<?>) value) {
-                    check(name, String.valueOf(item));
+                    if (item == null || item.toString().isEmpty()) {
+                        throw new ConfigException(name, value, "a field path in the list is empty");
+                    }
                 }
             }
 
             @Override
             public String toString() {
-                return "comma-separated field paths such as a,b.c";
+                return "comma-separated field paths (names, or with field.syntax.version=V2 dotted paths)";
             }
         };
-    }
-
-    private static void check(String name, String value) {
-        try {
-            parse(value);
-        } catch (IllegalArgumentException e) {
-            throw new ConfigException(name, value, e.getMessage());
-        }
     }
 
     public List<String> segments() {
@@ -132,70 +214,38 @@ public final class FieldPath {
         return segments.size() > 1;
     }
 
-    /** The path below the first segment, or null for a single-segment path. */
-    public FieldPath tail() {
-        if (!isNested()) {
-            return null;
-        }
-        List<String> rest = segments.subList(1, segments.size());
-        return new FieldPath(String.join(".", rest), rest);
-    }
-
     /** True when this path equals {@code other} or one is an ancestor of the other. */
     public boolean overlaps(FieldPath other) {
         int common = Math.min(segments.size(), other.segments.size());
         return segments.subList(0, common).equals(other.segments.subList(0, common));
     }
 
-    /** The value at this path in a schemaless value; null when any segment is absent or null. */
+    /** The value at this path in a schemaless value; null when any step is absent or null. */
+    @SuppressWarnings("unchecked")
     public Object get(Map<?, ?> root) {
-        Object current = root;
-        for (int i = 0; i < segments.size(); i++) {
-            if (current == null) {
-                return null;
-            }
-            if (!(current instanceof Map)) {
-                throw notAContainer(i, "a map", current);
-            }
-            current = ((Map<?, ?>) current).get(segments.get(i));
+        try {
+            return reader.valueFrom((Map<String, Object>) root);
+        } catch (DataException e) {
+            throw cannotFollow(e);
         }
-        return current;
     }
 
-    /** The value at this path in a Struct; null when any segment is absent from the schema or null. */
+    /** The value at this path in a Struct; null when any step is absent from the schema or null. */
     public Object get(Struct root) {
-        Object current = root;
-        for (int i = 0; i < segments.size(); i++) {
-            if (current == null) {
-                return null;
-            }
-            if (!(current instanceof Struct)) {
-                throw notAContainer(i, "a struct", current);
-            }
-            Struct struct = (Struct) current;
-            if (struct.schema().field(segments.get(i)) == null) {
-                return null;
-            }
-            current = struct.get(segments.get(i));
+        try {
+            return reader.valueFrom(root);
+        } catch (DataException e) {
+            throw cannotFollow(e);
         }
-        return current;
     }
 
     /** The leaf field of this path in a struct schema, or null when the path is not in the schema. */
     public Field field(Schema root) {
-        Schema current = root;
-        Field field = null;
-        for (int i = 0; i < segments.size(); i++) {
-            if (current.type() != Schema.Type.STRUCT) {
-                throw notAContainer(i, "a struct schema", current.type());
-            }
-            field = current.field(segments.get(i));
-            if (field == null) {
-                return null;
-            }
-            current = field.schema();
+        try {
+            return reader.fieldFrom(root);
+        } catch (DataException e) {
+            throw cannotFollow(e);
         }
-        return field;
     }
 
     /**
@@ -204,6 +254,14 @@ public final class FieldPath {
      */
     public Map<String, Object> update(Map<String, Object> root, UnaryOperator<Object> leaf) {
         return update(root, 0, leaf);
+    }
+
+    /**
+     * Like {@link #update} on the value of the first step: {@code inner} is what the first step holds, and
+     * the rest of the path is applied inside it. For a single-step path, returns {@code inner} unchanged.
+     */
+    public Map<String, Object> updateBelowFirst(Map<String, Object> inner, UnaryOperator<Object> leaf) {
+        return isNested() ? update(inner, 1, leaf) : inner;
     }
 
     @SuppressWarnings("unchecked")
@@ -290,11 +348,17 @@ public final class FieldPath {
         }
     }
 
+    private DataException cannotFollow(DataException cause) {
+        return new DataException("Cannot follow field path '" + text + "' (" + FieldSyntaxVersion
+                .FIELD_SYNTAX_VERSION_CONFIG + "=" + version + "): " + cause.getMessage(), cause);
+    }
+
     private DataException notAContainer(int depth, String expected, Object found) {
-        String prefix = String.join(".", segments.subList(0, depth));
-        String where = prefix.isEmpty() ? "the record" : "'" + prefix + "'";
-        return new DataException("Cannot follow field path '" + text + "': expected " + where + " to be "
-                + expected + " but found " + Schemas.describe(found));
+        List<String> prefix = segments.subList(0, depth);
+        String where = prefix.isEmpty() ? "the record" : "field " + prefix;
+        return new DataException("Cannot follow field path '" + text + "' (" + FieldSyntaxVersion
+                .FIELD_SYNTAX_VERSION_CONFIG + "=" + version + "): expected " + where + " to be " + expected
+                + " but found " + Schemas.describe(found));
     }
 
     @Override

@@ -20,6 +20,7 @@ import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.SchemaBuilder;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.errors.DataException;
+import org.apache.kafka.connect.transforms.field.FieldSyntaxVersion;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -30,7 +31,7 @@ import org.apache.kafka.connect.transforms.util.SimpleConfig;
  */
 public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransformation<R> {
 
-    public static final String OVERVIEW_DOC = "Drop, null or HMAC-hash fields (nested paths a.b.c allowed).";
+    public static final String OVERVIEW_DOC = "Drop, null or HMAC-hash fields (nested paths a.b.c with field.syntax.version=V2).";
 
     public static final String DROP_FIELDS_CONFIG = "drop.fields";
     public static final String NULL_FIELDS_CONFIG = "null.fields";
@@ -39,7 +40,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransfo
 
     private static final String HMAC = "HmacSHA256";
 
-    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+    public static final ConfigDef CONFIG_DEF = FieldSyntaxVersion.appendConfigTo(new ConfigDef()
             .define(DROP_FIELDS_CONFIG, ConfigDef.Type.LIST, "", FieldPath.listValidator(),
                     ConfigDef.Importance.HIGH,
                     "Field paths to remove from the record (and from its schema).")
@@ -53,7 +54,7 @@ public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransfo
             .define(HASH_KEY_CONFIG, ConfigDef.Type.PASSWORD, "", ConfigDef.Importance.HIGH,
                     "Secret key for " + HASH_FIELDS_CONFIG + "; required when any are set. Never write it in "
                             + "clear: supply it through a worker config provider, e.g. ${env:MASK_KEY} or "
-                            + "${file:/etc/conveyor/secrets.properties:mask.key}. Rotating it changes every token.");
+                            + "${file:/etc/conveyor/secrets.properties:mask.key}. Rotating it changes every token."));
 
     private final RecordSide side;
     private List<FieldPath> dropPaths;
@@ -73,9 +74,10 @@ public abstract class MaskFields<R extends ConnectRecord<R>> extends BaseTransfo
     @Override
     public void configure(Map<String, ?> props) {
         SimpleConfig config = new SimpleConfig(CONFIG_DEF, props);
-        dropPaths = FieldPath.parseAll(config.getList(DROP_FIELDS_CONFIG));
-        nullPaths = FieldPath.parseAll(config.getList(NULL_FIELDS_CONFIG));
-        hashPaths = FieldPath.parseAll(config.getList(HASH_FIELDS_CONFIG));
+        FieldSyntaxVersion syntax = FieldSyntaxVersion.fromConfig(config);
+        dropPaths = FieldPath.parseAll(DROP_FIELDS_CONFIG, config.getList(DROP_FIELDS_CONFIG), syntax);
+        nullPaths = FieldPath.parseAll(NULL_FIELDS_CONFIG, config.getList(NULL_FIELDS_CONFIG), syntax);
+        hashPaths = FieldPath.parseAll(HASH_FIELDS_CONFIG, config.getList(HASH_FIELDS_CONFIG), syntax);
         if (dropPaths.isEmpty() && nullPaths.isEmpty() && hashPaths.isEmpty()) {
             throw new ConfigException("MaskFields has nothing to do: set at least one of " + DROP_FIELDS_CONFIG
                     + ", " + NULL_FIELDS_CONFIG + ", " + HASH_FIELDS_CONFIG);

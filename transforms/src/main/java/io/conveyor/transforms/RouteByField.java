@@ -14,6 +14,7 @@ import org.apache.kafka.connect.connector.ConnectRecord;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.errors.DataException;
 import org.apache.kafka.connect.header.Header;
+import org.apache.kafka.connect.transforms.field.FieldSyntaxVersion;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -43,10 +44,12 @@ public abstract class RouteByField<R extends ConnectRecord<R>> extends BaseTrans
     private static final Pattern NOT_ALLOWED = Pattern.compile("[^a-z0-9_]");
     private static final Pattern REPEATED_UNDERSCORES = Pattern.compile("_{2,}");
 
-    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+    public static final ConfigDef CONFIG_DEF = FieldSyntaxVersion.appendConfigTo(new ConfigDef()
             .define(FIELD_CONFIG, ConfigDef.Type.STRING, "", FieldPath.validator(true),
                     ConfigDef.Importance.HIGH,
-                    "Field path (a.b.c) whose value names the topic. Set exactly one of 'field' and 'header'.")
+                    "Field whose value names the topic: a top-level name, or with " + FieldSyntaxVersion
+                            .FIELD_SYNTAX_VERSION_CONFIG + "=V2 a dotted path (a.b.c). "
+                            + "Set exactly one of 'field' and 'header'.")
             .define(HEADER_CONFIG, ConfigDef.Type.STRING, "", new ConfigDef.NonNullValidator(),
                     ConfigDef.Importance.HIGH,
                     "Header whose value names the topic (the last one wins if repeated). "
@@ -63,7 +66,7 @@ public abstract class RouteByField<R extends ConnectRecord<R>> extends BaseTrans
             .define(FALLBACK_TOPIC_CONFIG, ConfigDef.Type.STRING, "", new ConfigDef.NonNullValidator(),
                     ConfigDef.Importance.MEDIUM,
                     "Topic for records whose routing value is missing, null or empty (sanitised the same way). "
-                            + "Empty means such records fail with a DataException.");
+                            + "Empty means such records fail with a DataException."));
 
     private final RecordSide side;
     private FieldPath field;
@@ -85,7 +88,8 @@ public abstract class RouteByField<R extends ConnectRecord<R>> extends BaseTrans
             throw new ConfigException("RouteByField needs exactly one of '" + FIELD_CONFIG + "' and '"
                     + HEADER_CONFIG + "'; found " + (fieldText.isEmpty() ? "neither" : "both"));
         }
-        field = fieldText.isEmpty() ? null : FieldPath.parse(fieldText);
+        field = fieldText.isEmpty() ? null
+                : FieldPath.parse(FIELD_CONFIG, fieldText, FieldSyntaxVersion.fromConfig(config));
         header = headerText.isEmpty() ? null : headerText;
         topicFormat = config.getString(TOPIC_FORMAT_CONFIG);
         String fallback = config.getString(FALLBACK_TOPIC_CONFIG).trim();

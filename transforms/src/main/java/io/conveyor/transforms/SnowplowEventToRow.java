@@ -18,6 +18,7 @@ import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.SchemaBuilder;
 import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.errors.DataException;
+import org.apache.kafka.connect.transforms.field.FieldSyntaxVersion;
 import org.apache.kafka.connect.transforms.util.SimpleConfig;
 
 /**
@@ -48,7 +49,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> extends Bas
             "^iglu:([a-zA-Z0-9_.-]+)/([a-zA-Z0-9_-]+)/([a-zA-Z0-9_-]+)/([0-9]+)-([0-9]+)-([0-9]+)$");
     private static final String SNOWPLOW_VENDOR = "com.snowplowanalytics.snowplow";
 
-    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+    public static final ConfigDef CONFIG_DEF = FieldSyntaxVersion.appendConfigTo(new ConfigDef()
             .define(UNSTRUCT_FIELD_CONFIG, ConfigDef.Type.STRING, "unstruct_event", FieldPath.validator(true),
                     ConfigDef.Importance.HIGH,
                     "Field path of the self-describing event (JSON string or map). Empty: not read.")
@@ -62,7 +63,7 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> extends Bas
             .define(OUTPUT_FORMAT_CONFIG, ConfigDef.Type.STRING, FORMAT_JSON,
                     ConfigDef.ValidString.in(FORMAT_JSON, FORMAT_MAP), ConfigDef.Importance.MEDIUM,
                     "'json': columns hold JSON strings (works with every sink). 'map': columns hold the parsed "
-                            + "object or list (schemaless records only).");
+                            + "object or list (schemaless records only)."));
 
     private record SchemaKey(Schema input, List<String> columns) {
     }
@@ -80,13 +81,14 @@ public abstract class SnowplowEventToRow<R extends ConnectRecord<R>> extends Bas
     @Override
     public void configure(Map<String, ?> props) {
         SimpleConfig config = new SimpleConfig(CONFIG_DEF, props);
+        FieldSyntaxVersion syntax = FieldSyntaxVersion.fromConfig(config);
         String unstruct = config.getString(UNSTRUCT_FIELD_CONFIG);
-        unstructPath = unstruct.isEmpty() ? null : FieldPath.parse(unstruct);
+        unstructPath = unstruct.isEmpty() ? null : FieldPath.parse(UNSTRUCT_FIELD_CONFIG, unstruct, syntax);
         contextPaths = new ArrayList<>();
         for (String key : List.of(CONTEXTS_FIELD_CONFIG, DERIVED_CONTEXTS_FIELD_CONFIG)) {
             String text = config.getString(key);
             if (!text.isEmpty()) {
-                contextPaths.add(FieldPath.parse(text));
+                contextPaths.add(FieldPath.parse(key, text, syntax));
             }
         }
         sourcePaths = new ArrayList<>(contextPaths);

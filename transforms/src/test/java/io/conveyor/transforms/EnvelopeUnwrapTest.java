@@ -132,7 +132,7 @@ class EnvelopeUnwrapTest {
 
     @Test
     void schemalessNestedPayloadPathKeepsTheRestOfItsParent() {
-        xform.configure(Map.of("payload.field", "body.payload"));
+        xform.configure(Map.of("payload.field", "body.payload", "field.syntax.version", "V2"));
         Map<String, Object> envelope = new LinkedHashMap<>();
         envelope.put("event_id", "e-1");
         envelope.put("body", Map.of("meta", "m", "payload", Map.of("a", 1)));
@@ -237,7 +237,7 @@ class EnvelopeUnwrapTest {
         Schema envelope = SchemaBuilder.struct().field("event_id", Schema.STRING_SCHEMA).field("body", body).build();
         Struct input = new Struct(envelope).put("event_id", "e-1").put("body",
                 new Struct(body).put("meta", "m").put("payload", envelopeStruct().getStruct("payload")));
-        xform.configure(Map.of("payload.field", "body.payload"));
+        xform.configure(Map.of("payload.field", "body.payload", "field.syntax.version", "v2"));
 
         Struct row = (Struct) xform.apply(value(envelope, input)).value();
 
@@ -270,17 +270,74 @@ class EnvelopeUnwrapTest {
                         .put("event_id", "inner")))));
     }
 
+    @Test
+    void schemalessPayloadUnderANameWithDotsNeedsBackticksInV2() {
+        Map<String, Object> envelope = new LinkedHashMap<>();
+        envelope.put("event_id", "e-1");
+        envelope.put("body.v1", Map.of("meta", "m", "payload", Map.of("a", 1)));
+
+        xform.configure(Map.of("payload.field", "`body.v1`.payload", "field.syntax.version", "V2"));
+        Map<String, Object> row = applySchemaless(xform, envelope);
+        assertEquals("{\"meta\":\"m\"}", row.get("body.v1"));
+        assertEquals(1, row.get("a"));
+
+        // Without backticks V2 looks for body -> v1 -> payload, finds no payload and keeps the envelope as is.
+        xform.configure(Map.of("payload.field", "body.v1.payload", "field.syntax.version", "V2"));
+        Map<String, Object> unmatched = applySchemaless(xform, envelope);
+        assertNull(unmatched.get("a"));
+    }
+
+    @Test
+    void structPayloadUnderANameWithDotsNeedsBackticksInV2() {
+        Schema body = SchemaBuilder.struct().field("meta", Schema.STRING_SCHEMA).field("payload", PAYLOAD).build();
+        Schema envelope = SchemaBuilder.struct().field("event_id", Schema.STRING_SCHEMA).field("body.v1", body)
+                .build();
+        Struct input = new Struct(envelope).put("event_id", "e-1").put("body.v1",
+                new Struct(body).put("meta", "m").put("payload", envelopeStruct().getStruct("payload")));
+        xform.configure(Map.of("payload.field", "`body.v1`.payload", "field.syntax.version", "V2"));
+
+        Struct row = (Struct) xform.apply(value(envelope, input)).value();
+
+        assertEquals("{\"meta\":\"m\"}", row.get("body.v1"));
+        assertEquals("o-1", row.get("order_id"));
+    }
+
+    @Test
+    void v1ReadsTheWholeSettingAsOneName() {
+        Map<String, Object> envelope = new LinkedHashMap<>();
+        envelope.put("event_id", "e-1");
+        envelope.put("body.payload", Map.of("a", 1));
+        envelope.put("body", Map.of("payload", Map.of("b", 2)));
+
+        xform.configure(Map.of("payload.field", "body.payload"));
+        Map<String, Object> row = applySchemaless(xform, envelope);
+
+        assertEquals(1, row.get("a"));
+        assertNull(row.get("b"));
+        assertEquals("{\"payload\":{\"b\":2}}", row.get("body"));
+    }
+
     // ---- config ----
 
     @Test
     void badConfigsAreRejected() {
         assertThrows(ConfigException.class, () -> xform.configure(Map.of("payload.flatten.depth", "0")));
         assertThrows(ConfigException.class, () -> xform.configure(Map.of("payload.flatten.depth", "-1")));
-        assertThrows(ConfigException.class, () -> xform.configure(Map.of("payload.field", "a..b")));
+        ConfigException empty = assertThrows(ConfigException.class,
+                () -> xform.configure(Map.of("payload.field", "a..b", "field.syntax.version", "V2")));
+        assertTrue(empty.getMessage().contains("payload.field") && empty.getMessage().contains("empty field name"),
+                empty.getMessage());
+        ConfigException backtick = assertThrows(ConfigException.class,
+                () -> xform.configure(Map.of("payload.field", "`body.payload", "field.syntax.version", "V2")));
+        assertTrue(backtick.getMessage().contains("backtick"), backtick.getMessage());
+        assertThrows(ConfigException.class, () -> xform.configure(Map.of("field.syntax.version", "V3")));
+        xform.configure(Map.of("payload.field", "a..b"));
         assertThrows(ConfigException.class, () -> xform.configure(Map.of("payload.flatten.delimiter", "")));
 
         assertValidateRejects(xform.config(), Map.of("payload.flatten.depth", "-1"), "payload.flatten.depth");
-        assertValidateRejects(xform.config(), Map.of("payload.field", "a..b"), "payload.field");
+        assertValidateRejects(xform.config(), Map.of("payload.field", ""), "payload.field");
+        assertValidateRejects(xform.config(), Map.of("field.syntax.version", "V3"), "field.syntax.version");
+        assertValidateAccepts(xform.config(), Map.of("payload.field", "`a.b`.c", "field.syntax.version", "v2"));
         assertValidateRejects(xform.config(), Map.of("payload.flatten.delimiter", ""), "payload.flatten.delimiter");
         assertValidateAccepts(xform.config(), Map.of("payload.flatten.depth", "0", "payload.json.column", "p"));
     }

@@ -76,7 +76,7 @@ class RouteByFieldTest {
 
     @Test
     void schemalessRoutesByNestedField() {
-        xform.configure(Map.of("field", "meta.type", "topic.format", "events_${value}"));
+        xform.configure(Map.of("field", "meta.type", "topic.format", "events_${value}", "field.syntax.version", "V2"));
         SinkRecord in = schemaless(Map.of("meta", Map.of("type", "Order.Placed")));
         SinkRecord out = xform.apply(in);
         assertEquals("events_order_placed", out.topic());
@@ -115,7 +115,7 @@ class RouteByFieldTest {
 
     @Test
     void structRoutesByNestedField() {
-        xform.configure(Map.of("field", "meta.type", "topic.format", "events_${value}"));
+        xform.configure(Map.of("field", "meta.type", "topic.format", "events_${value}", "field.syntax.version", "V2"));
         SinkRecord out = xform.apply(value(EVENT, event("x", "delivery.Completed")));
         assertEquals("events_delivery_completed", out.topic());
         assertSame(EVENT, out.valueSchema());
@@ -132,8 +132,49 @@ class RouteByFieldTest {
     void structWrongTypeFails() {
         xform.configure(Map.of("field", "meta"));
         assertThrows(DataException.class, () -> xform.apply(value(EVENT, event("a", "b"))));
-        xform.configure(Map.of("field", "meta.type.deeper"));
+        xform.configure(Map.of("field", "meta.type.deeper", "field.syntax.version", "V2"));
         assertThrows(DataException.class, () -> xform.apply(value(EVENT, event("a", "b"))));
+    }
+
+    // ---- field names containing dots ----
+
+    private static final Schema DOTTED = SchemaBuilder.struct()
+            .field("meta.type", Schema.OPTIONAL_STRING_SCHEMA).field("meta", META)
+            .field("ctx.v1", SchemaBuilder.struct().field("type", Schema.OPTIONAL_STRING_SCHEMA).build())
+            .build();
+
+    private static Struct dotted() {
+        return new Struct(DOTTED).put("meta.type", "Flat").put("meta", new Struct(META).put("type", "Nested"))
+                .put("ctx.v1", new Struct(DOTTED.field("ctx.v1").schema()).put("type", "Quoted"));
+    }
+
+    private static Map<String, Object> dottedMap() {
+        return Map.of("meta.type", "Flat", "meta", Map.of("type", "Nested"), "ctx.v1", Map.of("type", "Quoted"));
+    }
+
+    @Test
+    void v2WithBackticksRoutesByAFieldUnderANameWithDots() {
+        xform.configure(Map.of("field", "`ctx.v1`.type", "field.syntax.version", "V2"));
+        assertEquals("quoted", xform.apply(schemaless(dottedMap())).topic());
+        assertEquals("quoted", xform.apply(value(DOTTED, dotted())).topic());
+
+        xform.configure(Map.of("field", "`meta.type`", "field.syntax.version", "V2"));
+        assertEquals("flat", xform.apply(schemaless(dottedMap())).topic());
+        assertEquals("flat", xform.apply(value(DOTTED, dotted())).topic());
+
+        xform.configure(Map.of("field", "meta.type", "field.syntax.version", "V2"));
+        assertEquals("nested", xform.apply(schemaless(dottedMap())).topic());
+        assertEquals("nested", xform.apply(value(DOTTED, dotted())).topic());
+    }
+
+    @Test
+    void v1TreatsTheWholeSettingAsOneName() {
+        xform.configure(Map.of("field", "meta.type"));
+        assertEquals("flat", xform.apply(schemaless(dottedMap())).topic());
+        assertEquals("flat", xform.apply(value(DOTTED, dotted())).topic());
+
+        xform.configure(Map.of("field", "ctx.v1.type", "fallback.topic", "unrouted"));
+        assertEquals("unrouted", xform.apply(schemaless(dottedMap())).topic());
     }
 
     // ---- header and key ----
@@ -159,11 +200,20 @@ class RouteByFieldTest {
     void badConfigsAreRejected() {
         assertThrows(ConfigException.class, () -> xform.configure(Map.of()));
         assertThrows(ConfigException.class, () -> xform.configure(Map.of("field", "a", "header", "h")));
-        assertThrows(ConfigException.class, () -> xform.configure(Map.of("field", "a..b")));
+        ConfigException empty = assertThrows(ConfigException.class,
+                () -> xform.configure(Map.of("field", "a..b", "field.syntax.version", "V2")));
+        assertTrue(empty.getMessage().contains("field") && empty.getMessage().contains("empty field name"),
+                empty.getMessage());
+        assertThrows(ConfigException.class,
+                () -> xform.configure(Map.of("field", "`meta.type", "field.syntax.version", "V2")));
+        assertThrows(ConfigException.class, () -> xform.configure(Map.of("field", "a", "field.syntax.version", "V0")));
+        xform.configure(Map.of("field", "a..b"));
         assertThrows(ConfigException.class, () -> xform.configure(Map.of("field", "a", "topic.format", "fixed")));
 
-        assertValidateRejects(xform.config(), Map.of("field", "a..b"), "field");
+        assertValidateRejects(xform.config(), Map.of("field", "a", "field.syntax.version", "V0"),
+                "field.syntax.version");
         assertValidateRejects(xform.config(), Map.of("field", "a", "topic.format", "fixed"), "topic.format");
         assertValidateAccepts(xform.config(), Map.of("field", "a.b", "topic.format", "events_${value}"));
+        assertValidateAccepts(xform.config(), Map.of("field", "`a.b`.c", "field.syntax.version", "v2"));
     }
 }

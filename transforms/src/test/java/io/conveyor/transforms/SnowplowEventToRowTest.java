@@ -109,7 +109,7 @@ class SnowplowEventToRowTest {
     @Test
     void schemalessParsedMapsNestedPathsAndMapOutput() {
         xform.configure(Map.of("unstruct.field", "sp.ue", "contexts.field", "sp.ctx", "derived_contexts.field", "",
-                "output.format", "map"));
+                "output.format", "map", "field.syntax.version", "V2"));
         Map<String, Object> sp = new LinkedHashMap<>();
         sp.put("ue", Map.of("schema", "iglu:com.acme/checkout/jsonschema/1-0-0", "data", Map.of("order_id", "o-2")));
         sp.put("ctx", List.of(Map.of("schema", "iglu:com.acme/store/jsonschema/3-0-0", "data", Map.of("id", 4))));
@@ -188,7 +188,8 @@ class SnowplowEventToRowTest {
                 .field("keep", Schema.STRING_SCHEMA).build();
         Schema event = SchemaBuilder.struct().field("event_id", Schema.STRING_SCHEMA).field("sp", sp).build();
         Struct input = new Struct(event).put("event_id", "e").put("sp", new Struct(sp).put("ue", CHECKOUT).put("keep", "k"));
-        xform.configure(Map.of("unstruct.field", "sp.ue", "contexts.field", "", "derived_contexts.field", ""));
+        xform.configure(Map.of("unstruct.field", "sp.ue", "contexts.field", "", "derived_contexts.field", "",
+                "field.syntax.version", "V2"));
 
         Struct row = (Struct) xform.apply(value(event, input)).value();
 
@@ -210,17 +211,70 @@ class SnowplowEventToRowTest {
         assertThrows(DataException.class, () -> xform.apply(value(EVENT, eventStruct())));
     }
 
+    // ---- field names containing dots ----
+
+    @Test
+    void v2WithBackticksReadsFieldsUnderANameWithDots() {
+        xform.configure(Map.of("unstruct.field", "`sp.v1`.ue", "contexts.field", "`sp.v1`.`ctx.all`",
+                "derived_contexts.field", "", "field.syntax.version", "V2"));
+        Map<String, Object> sp = new LinkedHashMap<>();
+        sp.put("ue", CHECKOUT);
+        sp.put("ctx.all", CONTEXTS);
+        sp.put("keep", "me");
+        Map<String, Object> row = applySchemaless(xform, new LinkedHashMap<>(Map.of("event_id", "e-3", "sp.v1", sp)));
+
+        assertEquals("{\"order_id\":\"o-1\",\"total\":12.5}", row.get("unstruct_event_com_acme_checkout_1"));
+        assertEquals("[{\"id\":\"p-1\"}]", row.get("contexts_com_snowplowanalytics_snowplow_web_page_1"));
+        assertEquals(Map.of("keep", "me"), row.get("sp.v1"));
+
+        Schema spSchema = SchemaBuilder.struct().field("ue", Schema.OPTIONAL_STRING_SCHEMA)
+                .field("ctx.all", Schema.OPTIONAL_STRING_SCHEMA).field("keep", Schema.STRING_SCHEMA).build();
+        Schema event = SchemaBuilder.struct().field("event_id", Schema.STRING_SCHEMA).field("sp.v1", spSchema).build();
+        Struct input = new Struct(event).put("event_id", "e").put("sp.v1",
+                new Struct(spSchema).put("ue", CHECKOUT).put("ctx.all", CONTEXTS).put("keep", "k"));
+        Struct struct = (Struct) xform.apply(value(event, input)).value();
+
+        assertEquals("k", struct.getStruct("sp.v1").get("keep"));
+        assertNull(struct.getStruct("sp.v1").schema().field("ue"));
+        assertNull(struct.getStruct("sp.v1").schema().field("ctx.all"));
+        assertEquals("{\"order_id\":\"o-1\",\"total\":12.5}", struct.get("unstruct_event_com_acme_checkout_1"));
+    }
+
+    @Test
+    void v1TreatsTheWholeSettingAsOneName() {
+        xform.configure(Map.of("unstruct.field", "sp.ue", "contexts.field", "", "derived_contexts.field", ""));
+        Map<String, Object> event = new LinkedHashMap<>();
+        event.put("event_id", "e-4");
+        event.put("sp.ue", CHECKOUT);
+        event.put("sp", Map.of("ue", WRAPPED_CHECKOUT));
+        Map<String, Object> row = applySchemaless(xform, event);
+
+        assertEquals("{\"order_id\":\"o-1\",\"total\":12.5}", row.get("unstruct_event_com_acme_checkout_1"));
+        assertFalse(row.containsKey("sp.ue"));
+        assertEquals(Map.of("ue", WRAPPED_CHECKOUT), row.get("sp"));
+    }
+
     // ---- config ----
 
     @Test
     void badConfigsAreRejected() {
         assertThrows(ConfigException.class, () -> xform.configure(Map.of("output.format", "xml")));
-        assertThrows(ConfigException.class, () -> xform.configure(Map.of("unstruct.field", "a..b")));
+        ConfigException empty = assertThrows(ConfigException.class,
+                () -> xform.configure(Map.of("unstruct.field", "a..b", "field.syntax.version", "V2")));
+        assertTrue(empty.getMessage().contains("unstruct.field"), empty.getMessage());
+        ConfigException open = assertThrows(ConfigException.class,
+                () -> xform.configure(Map.of("contexts.field", "`sp.ctx", "field.syntax.version", "V2")));
+        assertTrue(open.getMessage().contains("contexts.field") && open.getMessage().contains("backtick"),
+                open.getMessage());
+        assertThrows(ConfigException.class, () -> xform.configure(Map.of("contexts.field", "sp",
+                "unstruct.field", "sp.ue", "field.syntax.version", "V2")));
+        xform.configure(Map.of("contexts.field", "sp", "unstruct.field", "sp.ue"));
+        xform.configure(Map.of("unstruct.field", "a..b"));
         assertThrows(ConfigException.class, () -> xform.configure(
                 Map.of("unstruct.field", "", "contexts.field", "", "derived_contexts.field", "")));
         assertThrows(ConfigException.class, () -> xform.configure(Map.of("contexts.field", "unstruct_event")));
 
         assertValidateRejects(xform.config(), Map.of("output.format", "xml"), "output.format");
-        assertValidateRejects(xform.config(), Map.of("contexts.field", ".x"), "contexts.field");
+        assertValidateRejects(xform.config(), Map.of("field.syntax.version", "V3"), "field.syntax.version");
     }
 }
