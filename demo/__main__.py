@@ -18,6 +18,7 @@ from connectors.rest import ConnectClient
 from demo import pipeline
 from devstack.committed import consume_committed
 from devstack.stack import Stack
+from sla import status
 
 DEMO_EVENTS = 100
 
@@ -84,6 +85,15 @@ def main() -> int:
         print(f"  [{'ok' if ok else 'FAIL'}] {title}: {detail}")
     failed = [t for t, ok, _ in results if not ok]
     print("All checks passed." if not failed else f"FAILED: {', '.join(failed)}")
+    # What the on-call view says now (informational: a canary path that started a minute
+    # ago may not have a p99 yet). The same numbers, with the last hour plotted, on the page.
+    print()
+    prom = status.Prometheus(stack.prometheus_url)
+    try:
+        print(status.render_text(status.collect(prom, history=False),
+                                 f"{stack.sla_exporter_url}/status"))
+    finally:
+        prom.close()
     return 1 if failed else 0
 
 

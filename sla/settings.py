@@ -157,6 +157,16 @@ class CanarySettings(FrozenModel):
                                         ("snowplow", self.snowplow)) if p.enabled}
 
 
+class StatusSettings(FrozenModel):
+    """The status page (``/status``) and ``--summary``: both read Prometheus."""
+
+    # Prometheus's HTTP API as this process reaches it; unset: no page, no summary.
+    prometheus_url: str | None = None
+    # Prometheus's address for people (the page links to it); default: prometheus_url.
+    prometheus_public_url: str | None = None
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+
 class SlaSettings(FileSettings):
     listen_host: str = "0.0.0.0"
     port: int = 9103
@@ -167,6 +177,7 @@ class SlaSettings(FileSettings):
     thresholds: Thresholds = Thresholds()
     landing: LandingSettings = LandingSettings()
     canary: CanarySettings = CanarySettings()
+    status: StatusSettings = StatusSettings()
     # Connectors, topic metadata and table columns change rarely: looked up at most this often.
     metadata_ttl_seconds: float = Field(default=30.0, ge=0)
     # How long one scrape waits for the records at committed offsets.

@@ -19,14 +19,17 @@ log = logging.getLogger(__name__)
 
 # Booleans decide the status (all must be true); other values only explain it.
 Readiness = Callable[[], Mapping[str, object]]
+# An extra page: called per request, returns (content type, body).
+Page = Callable[[], tuple[str, bytes]]
 
 
 class OpsServer:
-    """Serves /health and /metrics until ``stop()``."""
+    """Serves /health and /metrics (and any extra ``pages``, by path) until ``stop()``."""
 
     def __init__(self, host: str, port: int, readiness: Readiness,
-                 registry: CollectorRegistry = REGISTRY) -> None:
-        handler = _handler(readiness, registry)
+                 registry: CollectorRegistry = REGISTRY,
+                 pages: Mapping[str, Page] | None = None) -> None:
+        handler = _handler(readiness, registry, dict(pages or {}))
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http",
@@ -46,15 +49,25 @@ class OpsServer:
         self._server.server_close()
 
 
-def _handler(readiness: Readiness, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler(readiness: Readiness, registry: CollectorRegistry,
+             pages: Mapping[str, Page]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/health":
+            path = self.path.split("?")[0]
+            if path in pages:
+                try:
+                    ctype, body = pages[path]()
+                except Exception as exc:  # a page's bug must not take /health down with it
+                    log.exception("ops.page_failed", extra={"path": path})
+                    self._send(500, "text/plain", f"{path} failed: {exc}\n".encode())
+                    return
+                self._send(200, ctype, body)
+            elif path == "/health":
                 checks = readiness()
                 ok = all(v for v in checks.values() if isinstance(v, bool))
                 body = json.dumps({"status": "ok" if ok else "unavailable", **checks}).encode()
                 self._send(200 if ok else 503, "application/json", body)
-            elif self.path.split("?")[0] == "/metrics":
+            elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
             else:
                 self._send(404, "text/plain", b"not found\n")
