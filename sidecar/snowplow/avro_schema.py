@@ -24,7 +24,14 @@ _STRINGS = ("app_id", "platform", "name_tracker", "v_tracker", "user_id", "domai
             "page_title", "page_referrer", "request_referer", "se_category", "se_action",
             "se_label", "se_property")
 _TIMESTAMPS = ("dvce_created_tstamp", "dvce_sent_tstamp", "true_tstamp", "derived_tstamp")
-_NAMED = (*_STRINGS, *_TIMESTAMPS)
+# Filled by enrich's enrichments (sidecar/snowplow/enrichments), null when one is off.
+ENRICHED_STRINGS = ("br_family", "br_name", "br_version", "os_family", "os_name", "dvce_type",
+                    "mkt_medium", "mkt_source", "mkt_term", "mkt_content", "mkt_campaign",
+                    "mkt_clickid", "mkt_network", "refr_medium", "refr_source", "refr_term",
+                    "event_fingerprint", "geo_country", "geo_region", "geo_city", "geo_zipcode",
+                    "geo_region_name", "geo_timezone")
+ENRICHED_DOUBLES = ("geo_latitude", "geo_longitude")
+_NAMED = (*_STRINGS, *_TIMESTAMPS, *ENRICHED_STRINGS)
 
 
 def _nullable(t: Any, doc: str | None = None) -> dict[str, Any]:
@@ -53,6 +60,12 @@ PAYLOAD_SCHEMA: dict[str, Any] = {
         {"name": "anonymous", "type": "boolean", "default": False},
         {"name": "params", "type": {"type": "map", "values": "string"}, "default": {},
          "doc": "Every tracker parameter as sent, except ue_px/ue_pr/cx/co (decoded above)"},
+        *({"name": n, **_nullable("string")} for n in ENRICHED_STRINGS),
+        *({"name": n, **_nullable("double")} for n in ENRICHED_DOUBLES),
+        {"name": "dvce_ismobile", **_nullable("boolean")},
+        {"name": "derived_contexts",
+         **_nullable("string", "Entities enrichments derived (ua_parser_context), as a JSON "
+                               'array of {"schema", "data"}')},
     ],
 }
 
@@ -72,6 +85,13 @@ def avro_value(envelope: Envelope) -> dict[str, Any]:
     payload["unstruct_event"] = orjson.dumps(unstruct).decode() if unstruct is not None else None
     payload["contexts"] = orjson.dumps(contexts).decode() if contexts else None
     payload["anonymous"] = bool(get("anonymous"))
+    for name in ENRICHED_DOUBLES:
+        v = get(name)
+        payload[name] = float(v) if isinstance(v, int | float) else None
+    mobile = get("dvce_ismobile")
+    payload["dvce_ismobile"] = mobile if isinstance(mobile, bool) else None
+    derived = get("derived_contexts")
+    payload["derived_contexts"] = orjson.dumps(derived).decode() if derived else None
     payload["params"] = {k: v for k, v in get("params", {}).items() if isinstance(v, str)}
     value = envelope.to_avro()
     value["payload"] = payload

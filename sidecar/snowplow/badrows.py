@@ -38,7 +38,10 @@ Checks, in the order the collector runs them:
   ``protocol/unprocessable`` (an unexpected failure while enriching the request, named in
   the message: a bug to fix, after which the row can be replayed), and
   ``size/rejected_by_kafka`` (Kafka refused the good event, e.g. over the topic's
-  ``max.message.bytes``).
+  ``max.message.bytes``);
+- ``enrichment_failures`` (1-0-2): an enrichment failed on a valid event; ``reason`` names
+  it (``ua_parser``, ``ip_lookup``, ``pii``, ...), ``message`` says what it raised. The
+  original is the event as sent, so it can be replayed once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -54,7 +57,10 @@ from . import codec
 from .iglu import Violation
 
 BAD_ROW_SCHEMA = "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-1"
-CHECKS = ("size", "protocol", "schema")
+# 1-0-2 adds the enrichment_failures check; only those rows need it, so the others keep
+# naming 1-0-1 (which every 1-0-2 reader reads too: a revision only adds values).
+ENRICHMENT_BAD_ROW_SCHEMA = "iglu:com.conveyor.snowplow/bad_row/jsonschema/1-0-2"
+CHECKS = ("size", "protocol", "schema", "enrichment_failures")
 # A bad row is never larger than this, whatever the original: text of control characters
 # grows sixfold as JSON escapes and base64 by a third, so the original is cut further until
 # the row fits (below Kafka's default 1 MB record limit, with room for headers).
@@ -109,7 +115,8 @@ class BadRow:
 
     def to_dict(self, max_original_bytes: int) -> dict[str, Any]:
         return {
-            "schema": BAD_ROW_SCHEMA,
+            "schema": ENRICHMENT_BAD_ROW_SCHEMA if self.check == "enrichment_failures"
+            else BAD_ROW_SCHEMA,
             "data": {
                 "bad_row_id": self.bad_row_id,
                 "check": self.check,

@@ -20,6 +20,7 @@ from sidecar.common.envelope import Envelope
 from . import codec
 from .avro_schema import avro_value
 from .badrows import BadRow, RequestInfo
+from .enrichments import Enrichments
 from .events import EventRejected, RequestContext, TrackerEvent, build_event
 from .identity import CookieConfig, Identity, client_ip, is_anonymous, resolve_identity
 from .iglu import Resolver, Violation
@@ -115,7 +116,8 @@ class Processed:
 class CollectorCore:
     def __init__(self, resolver: Resolver, router: Router, bad_topic: str,
                  cookie: CookieConfig | None = None, limits: Limits | None = None,
-                 use_forwarded_for: bool = True, collector: str = "conveyor-snowplow") -> None:
+                 use_forwarded_for: bool = True, collector: str = "conveyor-snowplow",
+                 enrichments: Enrichments | None = None) -> None:
         self.resolver = resolver
         self.router = router
         self.bad_topic = bad_topic
@@ -123,6 +125,9 @@ class CollectorCore:
         self.limits = limits or Limits()
         self.use_forwarded_for = use_forwarded_for
         self.collector = collector
+        # Enrich's configured enrichments (sidecar/snowplow/enrichments), run on every
+        # event that passed validation; None or empty: the event as the tracker sent it.
+        self.enrichments = enrichments if enrichments and enrichments.steps else None
 
     def process(self, req: RawRequest) -> Processed:
         headers = req.headers
@@ -226,12 +231,21 @@ class CollectorCore:
                          self.collector, exc.violations, event_id=usable_eid, event_index=index)
             return self._bad_output(row), None
         dest = self.router.route(event.kind, event.schema, event.params.get("aid"))
+        payload = event.payload()
+        if self.enrichments is not None:
+            failure = self.enrichments.apply(payload, event.params)
+            if failure is not None:
+                row = BadRow("enrichment_failures", failure.enrichment,
+                             f"enrichment {failure.enrichment} failed: {failure.message}",
+                             raw.original, info, now_ms, self.collector,
+                             event_id=event.event_id, event_index=index)
+                return self._bad_output(row), None
         envelope = Envelope(
             event_id=event.event_id,
             event_type=event.event_type,
             source=SOURCE,
             accepted_at_ms=ctx.collector_tstamp_ms,
-            payload=event.payload(),
+            payload=payload,
             occurred_at_ms=event.occurred_at_ms,
             attributes=event.attributes(),
         )

@@ -24,6 +24,7 @@ from pydantic_settings import SettingsConfigDict
 from sidecar.common import config
 from sidecar.common.config import FileSettings, FrozenModel, KafkaSecrets, SchemaRegistrySettings
 
+from .enrichments.config import EnrichmentsSettings
 from .identity import CookieConfig
 from .pipeline import Limits
 from .protocol import PIXEL_PATHS, REDIRECT_PATH, TP2_PATH
@@ -241,6 +242,8 @@ class CollectorSettings(FileSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     raw: RawSettings = Field(default_factory=RawSettings)
     enrich: EnrichSettings = Field(default_factory=EnrichSettings)
+    # Enrich's enrichments (sidecar/snowplow/enrichments/config.py), each off by default.
+    enrichments: EnrichmentsSettings = Field(default_factory=EnrichmentsSettings)
     # Seconds /health reports 503 before the listener closes on SIGTERM, so a load
     # balancer stops sending first. Then in-flight requests finish and commit.
     drain_delay_s: float = Field(default=0.0, ge=0)

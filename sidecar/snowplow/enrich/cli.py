@@ -41,7 +41,11 @@ Examples:
 
 \b
 The same config file as the collector (see sidecar/snowplow/examples/);
-enrich reads the topics, iglu, dedup, limits and enrich sections.
+enrich reads the topics, iglu, dedup, limits, enrich and enrichments
+sections. Enrichments (each off unless enabled): ua_parser, anon_ip,
+campaign_attribution, referer_parser, event_fingerprint, ip_lookup (needs a
+MaxMind .mmdb file; none ships) and pii (HMAC key from the environment
+variable enrichments.pii.key_env, default CONVEYOR_SNOWPLOW_PII_KEY).
 /health and /metrics on enrich.port (9000). The instance (part of
 transactional.id and the static group.instance.id) is enrich.instance_id,
 else CONVEYOR_INSTANCE_ID, else the hostname: unique per running instance,
@@ -73,6 +77,8 @@ def run_check(settings, echo: Callable[[str], None]) -> Exit:
     code = check_config(settings, echo)
     if code is not Exit.OK:
         return code
+    if not check_enrichments(settings, echo):
+        return Exit.CHECK_FAILED
     try:
         topics = [settings.raw.topic, *settings.enrich_topics()]
         if settings.dedup.ledger_topic:
@@ -96,6 +102,28 @@ def run_check(settings, echo: Callable[[str], None]) -> Exit:
     echo(f"transactional.id: {settings.enrich_transactional_id}, group "
          f"{settings.enrich.group_id}")
     return Exit.OK
+
+
+def check_enrichments(settings, echo: Callable[[str], None]) -> bool:
+    """Which enrichments run, whether each can (a PII key in the environment, a referer
+    database that parses) and, plainly, whether a MaxMind database is configured and
+    readable."""
+    from sidecar.common.errors import ConfigError
+
+    from ..enrichments import build_enrichments
+    from ..enrichments.ip_lookup import describe
+
+    cfg = settings.enrichments
+    db = cfg.ip_lookup.database if cfg.ip_lookup.enabled else None
+    ok, line = describe(db if db is None or db.is_absolute() else settings.base_dir / db)
+    echo(line)
+    try:
+        chain = build_enrichments(cfg, settings.base_dir)
+    except ConfigError as exc:
+        echo(f"enrichments: FAIL {exc}")
+        return False
+    echo(f"enrichments: {', '.join(chain.names) if chain.names else 'none enabled'}")
+    return ok
 
 
 def tune_gc() -> None:

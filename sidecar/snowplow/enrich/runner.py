@@ -48,6 +48,7 @@ from sidecar.exactly_once.producer import (
 )
 from sidecar.exactly_once.topics import TopicCreator
 
+from ..enrichments import build_enrichments
 from ..iglu import Resolver
 from ..pipeline import CollectorCore, Output
 from ..raw import RawPayload
@@ -90,7 +91,9 @@ def build_enricher(settings: CollectorSettings) -> Enricher:
     # X-Forwarded-For again (the raw record's IP is final).
     core = CollectorCore(resolver, settings.topics.router(), settings.topics.bad,
                          cookie=settings.cookie.to_config(), limits=settings.limits_config(),
-                         use_forwarded_for=False, collector=COLLECTOR_NAME)
+                         use_forwarded_for=False, collector=COLLECTOR_NAME,
+                         enrichments=build_enrichments(settings.enrichments,
+                                                       settings.base_dir))
     return Enricher(core)
 
 
