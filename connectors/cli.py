@@ -416,6 +416,85 @@ def preview_cmd(file: Path, records: int, start: str, since: str | None, topic: 
         _fail(ExitCode.WOULD_FAIL, "some records would not become rows (--strict)")
 
 
+# -- heal: restart FAILED connectors and tasks with a bounded backoff (connectors/heal.py) ---
+
+HEAL_HELP = """Restart FAILED connectors and tasks by themselves, with a bounded backoff.
+
+\b
+Every poll interval it reads every connector's status (GET /connectors?expand=status);
+a connector whose connector or a task is FAILED is restarted (POST .../restart?
+includeTasks=true&onlyFailed=true) after 2, 4, 8, ... minutes (Strimzi's schedule), at
+most --max-restarts times in a row; then it gives up on that connector and says so (log
+and conveyor_connect_healer_gave_up). A connector RUNNING --healthy-after seconds has
+recovered: its budget starts again. /metrics and /health on --port.
+
+\b
+Settings: --config FILE (YAML, the keys of connectors.heal.HealSettings), overridden by
+CONVEYOR_HEAL__<KEY> variables, overridden by these options. The Connect URL is the
+group's --connect-url (CONNECT_URL) unless the file or CONVEYOR_HEAL__CONNECT_URL sets it.
+
+\b
+Examples:
+  conveyor-connectors heal                                   # Strimzi's timings
+  conveyor-connectors heal --initial-delay 5 --max-restarts 5 --port 9104
+  conveyor-connectors heal --once                            # one look, print what it did
+"""
+
+
+@main.command("heal", help=HEAL_HELP)
+@click.option("--config", "config_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML settings (connectors.heal.HealSettings).")
+@click.option("--initial-delay", type=float, default=None, help="Seconds before a first restart.")
+@click.option("--multiplier", type=float, default=None, help="Each further delay times this.")
+@click.option("--max-delay", type=float, default=None, help="No delay longer than this (s).")
+@click.option("--max-restarts", type=int, default=None, help="Restarts in a row, then give up.")
+@click.option("--healthy-after", type=float, default=None,
+              help="RUNNING this long (s) resets the budget.")
+@click.option("--poll-interval", type=float, default=None, help="Seconds between looks.")
+@click.option("--port", type=int, default=None, help="/metrics and /health port.")
+@click.option("--connector", "patterns", multiple=True, metavar="GLOB",
+              help="Only connectors matching (repeatable; default every connector).")
+@click.option("--once", is_flag=True, help="One look (and the restarts due), then exit.")
+@click.pass_context
+def heal_cmd(ctx: click.Context, config_path: Path | None, initial_delay: float | None,
+             multiplier: float | None, max_delay: float | None, max_restarts: int | None,
+             healthy_after: float | None, poll_interval: float | None, port: int | None,
+             patterns: tuple[str, ...], once: bool) -> None:
+    import logging
+
+    from pydantic import ValidationError
+
+    from sidecar.common.errors import ConfigError
+
+    from . import heal
+
+    try:
+        settings = heal.load(config_path)
+        changes = {k: v for k, v in {
+            "initial_delay_seconds": initial_delay, "multiplier": multiplier,
+            "max_delay_seconds": max_delay, "max_restarts": max_restarts,
+            "healthy_after_seconds": healthy_after, "poll_interval_seconds": poll_interval,
+            "port": port, "connectors": list(patterns) or None}.items() if v is not None}
+        if "connect_url" not in settings.model_fields_set:
+            changes["connect_url"] = ctx.find_root().params["connect_url"]
+        settings = heal.HealSettings.model_validate({**settings.model_dump(), **changes})
+    except (ConfigError, ValidationError) as exc:
+        _fail(ExitCode.INVALID_CONFIG, f"error: heal settings: {exc}")
+    if once:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        client = heal.HealClient(settings.connect_url, timeout=settings.timeout_seconds)
+        healer = heal.Healer(client, settings.policy(), settings.connectors)
+        with _errors():
+            client.statuses()  # unreachable or refused: a named exit code, not "nothing"
+            done = healer.step()
+        client.close()
+        for name, action in sorted(done.items()):
+            click.echo(f"{name}: {action.value}")
+        return
+    heal.run(settings)
+
+
 def _print_replay_plan(plan: replay.Plan) -> None:
     click.echo(f"{plan.connector}: replay from {plan.since.isoformat()}, "
                f"{plan.records} records")
