@@ -46,7 +46,7 @@ from sidecar.common.config import FileSettings, load_settings
 from sidecar.common.errors import ConfigError
 from sidecar.common.ops import OpsServer
 
-from .rest import ConnectClient, ConnectError
+from .rest import ConnectClient, ConnectError, ConnectUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ Clock = Callable[[], float]
 class HealSettings(FileSettings):
     """A YAML file (``--config``), overridden by ``CONVEYOR_HEAL__<KEY>`` variables."""
 
+    # Any worker of the Connect group; several, comma-separated, are tried in turn.
     connect_url: str = "http://localhost:8083"
     # Globs over connector names; only matching connectors are healed.
     connectors: list[str] = Field(default_factory=lambda: ["*"])
@@ -226,10 +227,48 @@ def parse_statuses(doc: Mapping[str, Any]) -> list[Status]:
     return out
 
 
-class HealClient(ConnectClient):
+class _StatusClient(ConnectClient):
     def statuses(self) -> list[Status]:
         return parse_statuses(self._request("GET", "/connectors",
                                             params={"expand": "status"}) or {})
+
+
+class HealClient:
+    """Connect's REST API through any of several workers (``a,b,...``): the first that
+    answers is used, and kept until it stops answering, so the healer goes on while the
+    worker it was talking to is down (any worker of the group serves status and restart)."""
+
+    def __init__(self, urls: str, timeout: float = 10.0,
+                 transport: Any = None) -> None:
+        self._clients = [_StatusClient(u.strip(), timeout, transport)
+                         for u in urls.split(",") if u.strip()]
+        if not self._clients:
+            raise ValueError("no Connect URL")
+
+    def _each(self, call: Callable[[_StatusClient], Any]) -> Any:
+        last: ConnectUnreachable | None = None
+        for i, client in enumerate(list(self._clients)):
+            try:
+                result = call(client)
+            except ConnectUnreachable as exc:
+                last = exc
+                continue
+            if i:
+                self._clients.insert(0, self._clients.pop(i))
+            return result
+        assert last is not None
+        raise last
+
+    def statuses(self) -> list[Status]:
+        result: list[Status] = self._each(lambda c: c.statuses())
+        return result
+
+    def restart(self, name: str, only_failed: bool = True) -> None:
+        self._each(lambda c: c.restart(name, only_failed))
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
 
 
 # -- the service ---------------------------------------------------------------------------

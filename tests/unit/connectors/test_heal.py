@@ -282,3 +282,19 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_HEAL__MAX_RESTARTS", "2")
     s = HealSettings()
     assert s.policy() == Policy(5, 2.0, 3600.0, 2, 600.0)
+
+
+def test_another_worker_answers_while_the_first_is_down() -> None:
+    up = FakeConnect()
+    up.set("sink-a", "RUNNING", "FAILED")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "connect":
+            raise httpx.ConnectError("connection refused")
+        return up.handler(request)
+
+    client = HealClient("http://connect:8083, http://connect-2:8083",
+                        transport=httpx.MockTransport(handler))
+    assert [s.name for s in client.statuses()] == ["sink-a"]
+    client.restart("sink-a")
+    assert up.restarts == ["sink-a"]
