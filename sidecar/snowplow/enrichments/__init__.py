@@ -68,8 +68,8 @@ def build_enrichments(settings: EnrichmentsSettings, base_dir: Path = Path("."),
                       environ: Mapping[str, str] | None = None) -> Enrichments:
     """The enabled enrichments, in Snowplow's order; ConfigError when one cannot work
     (a database that cannot be read, a PII key missing from the environment)."""
-    from . import anon_ip, campaign, fingerprint, ip_lookup, pii, referer, useragent
-
+    # Each module is imported only when its enrichment is on: a deployment without a
+    # MaxMind database needs no maxminddb, one without ua_parser no ua-parser.
     env = os.environ if environ is None else environ
     s = settings
     steps: list[tuple[str, Step]] = []
@@ -78,20 +78,27 @@ def build_enrichments(settings: EnrichmentsSettings, base_dir: Path = Path("."),
         return path if path.is_absolute() else base_dir / path
 
     if s.ip_lookup.enabled and s.ip_lookup.database is not None:
+        from . import ip_lookup
         steps.append(("ip_lookup", ip_lookup.build(resolve(s.ip_lookup.database))))
     if s.anon_ip.enabled:
+        from . import anon_ip
         steps.append(("anon_ip", anon_ip.build(s.anon_ip)))
     if s.campaign_attribution.enabled:
+        from . import campaign
         steps.append(("campaign_attribution", campaign.build(s.campaign_attribution)))
     if s.referer_parser.enabled:
+        from . import referer
         db = s.referer_parser.database
         steps.append(("referer_parser",
                       referer.build(s.referer_parser, resolve(db) if db else None)))
     if s.ua_parser.enabled:
+        from . import useragent
         steps.append(("ua_parser", useragent.build(s.ua_parser)))
     if s.event_fingerprint.enabled:
+        from . import fingerprint
         steps.append(("event_fingerprint", fingerprint.build(s.event_fingerprint)))
     if s.pii.enabled:
+        from . import pii
         key = env.get(s.pii.key_env)
         if not key:
             raise ConfigError(f"enrichments.pii is enabled but {s.pii.key_env} is not set "
