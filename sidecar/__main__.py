@@ -17,6 +17,8 @@ BRIDGES = {
     "rabbitmq": "sidecar.rabbitmq.cli",
     "snowplow": "sidecar.snowplow.cli",
     "snowplow-enrich": "sidecar.snowplow.enrich.cli",
+    "snowplow-recover": "sidecar.snowplow.recover",
+    "snowplow-micro": "sidecar.snowplow.micro",
 }
 
 
@@ -42,6 +44,9 @@ def main() -> None:
       conveyor-bridge rabbitmq --config rabbitmq.yaml     drain RabbitMQ queues
       conveyor-bridge snowplow --config snowplow.yaml     run the Snowplow collector
       conveyor-bridge snowplow-enrich --config snowplow.yaml   enrich what it collected
+      conveyor-bridge snowplow-recover --config snowplow.yaml --since -24h --dry-run
+                                                          replay bad rows through enrich
+      conveyor-bridge snowplow-micro --config snowplow.yaml    the last minutes' events
       conveyor-bridge stub --port 9000                    health endpoint only
     """
 
