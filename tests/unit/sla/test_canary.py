@@ -424,3 +424,27 @@ def test_an_unroutable_canary_fails_without_a_retry() -> None:
     with pytest.raises(PublishFailed) as err:
         pub.publish("canary-rabbitmq-r-2", "r", T0 + 5)
     assert err.value.reason == "unroutable" and channel.outcomes == []
+
+
+_SETTINGS = _canary_settings()
+_ERRORS = st.sampled_from([
+    None, PublishFailed("connection", "refused"), PublishFailed("http_503"),
+    PublishFailed("unroutable"), RuntimeError("bug"), KeyError("x"), OSError(104, "reset"),
+    RecursionError(), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_ERRORS, max_size=30))
+def test_publishing_never_raises_and_accounts_for_every_attempt(
+        outcomes: list[Exception | None]) -> None:
+    """Whatever a publisher raises, publish_once returns, and every attempt is either one
+    canary sent (and pending) or one failure counted under a reason."""
+    clock, pub = Clock(), FakePublisher()
+    c = Canaries(_SETTINGS, {"rabbitmq": pub}, clock=clock, run="r1")
+    for seq, outcome in enumerate(outcomes, 1):
+        pub.fail = outcome
+        assert c.publish_once("rabbitmq", seq) is (outcome is None)
+        clock.now += 5
+    (v,) = c.views()
+    assert v.sent + sum(v.failures.values()) == len(outcomes)
+    assert v.pending == v.sent == sum(1 for o in outcomes if o is None)
