@@ -1,0 +1,1 @@
+"""Bad-row recovery: bad rows back into raw records, through enrich again (``recover.py``)."""
