@@ -1,7 +1,7 @@
 """Recovery on a real collector, enrich and Kafka: events of a schema nobody published
 become bad rows; the schema is added to an Iglu repository enrich reads; the dry run says
 how many would recover and why the others still fail; the recovery lands exactly those as
-good events, once; a second run changes nothing."""
+good events, once; a second run changes nothing; a window retention no longer holds is refused."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson
+
+from connectors.replay import after_last_record
 
 from .conftest import ROOT, CollectorProcess, read_committed
 from .helpers import duplicates, flush_all, landed, make_tracker
@@ -34,13 +38,36 @@ SCHEMA = {
 N = 6
 
 
-def _recover(proc: CollectorProcess, since: datetime, *extra: str) -> tuple[int, dict[str, Any]]:
+def _recover(proc: CollectorProcess, since: datetime, *extra: str, code: int = 0
+             ) -> tuple[int, dict[str, Any]]:
     done = subprocess.run(
         [sys.executable, "-m", "sidecar", "snowplow-recover", "--config",
          str(proc.config_path), "--since", since.isoformat(), "--reason", "schema_not_found",
          "--json", *extra], cwd=ROOT, capture_output=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    return done.returncode, json.loads(done.stdout)
+    assert done.returncode == code, done.stderr.decode()[-3000:]
+    return done.returncode, json.loads(done.stdout) if code == 0 else {
+        "stderr": done.stderr.decode()}
+
+
+def _cut_before_last_record(bootstrap: str, topic: str) -> int:
+    """Delete every bad row but the last of each partition, as retention would; returns
+    how many partitions lost records."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cut-{topic}",
+                         "isolation.level": "read_committed", "enable.partition.eof": True,
+                         "enable.auto.commit": False})
+    cuts = []
+    try:
+        for p in admin.list_topics(topic, timeout=10).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            last = after_last_record(consumer, topic, p, low, high) - 1
+            if last > low:
+                cuts.append(TopicPartition(topic, p, last))
+    finally:
+        consumer.close()
+    for future in admin.delete_records(cuts).values():
+        future.result(timeout=30)
+    return len(cuts)
 
 
 def _good_ids(proc: CollectorProcess) -> list[str]:
@@ -97,4 +124,9 @@ def test_unknown_schema_rows_recover_once(collector: Callable[..., CollectorProc
     _, dry_again = _recover(proc, since, "--dry-run")
     assert (dry_again["would_recover"], dry_again["already_recovered"]) == (0, N)
     assert sorted(_good_ids(proc)) == sorted([*views, *checkouts]), "the second run wrote"
+
+    # Retention took the start of the window: refused, named, nothing written.
+    assert _cut_before_last_record(proc.bootstrap, proc.topics["bad"]) >= 1
+    _, gone = _recover(proc, since, code=5)
+    assert "retention" in gone["stderr"]
     print(f"recovery runs: {time.monotonic() - t0:.1f}s")
