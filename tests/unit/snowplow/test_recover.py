@@ -273,3 +273,22 @@ def test_base64_that_is_not_base64_is_unreadable() -> None:
     planned = plan_row(json.dumps(doc).encode())
     assert isinstance(planned, Refused) and planned.kind == "unreadable"
     assert base64.b64encode(b"x")  # (the encoding the collector writes, for the reader)
+
+
+def test_why_recovery_does_not_replay_through_the_raw_topic(capture: Any, repo: Path) -> None:
+    """Enrich's ledger takes the event id of a bad row of one event, so the running enrich
+    would skip a replayed event as a duplicate: recovery keeps a ledger of its own."""
+    from sidecar.snowplow.sink import plan_batch
+
+    enricher = _enricher(repo)
+    events = _checkouts(capture, 1)
+    outputs = enricher.enrich(_post_headers(), tp2_body(events[:1])).outputs
+    _, ledger_ids, _ = plan_batch(outputs, set())
+    assert ledger_ids == [events[0]["eid"]]          # the bad row's id is in the ledger
+    _add_schema(repo)
+    (planned,) = [plan_row(o.value) for o in outputs]
+    assert isinstance(planned, Candidate)
+    good = replay([planned], enricher, Report(dry_run=False))
+    assert [o.dedup_id for o in good] == ledger_ids
+    _, _, dups = plan_batch(good, set(ledger_ids))
+    assert dups == {0}                                # enrich would skip it
