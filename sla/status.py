@@ -28,7 +28,7 @@ Q_CANARY_AGE = "conveyor_sla_canary_last_seen_age_seconds"
 Q_CANARY_MISSING = "conveyor_sla_canary_missing_threshold_seconds"
 Q_CANARY_P99 = ("histogram_quantile(0.99, sum by (path, le) "
                 "(rate(conveyor_sla_canary_latency_seconds_bucket[15m])))")
-Q_CANARY_LOST = "sum by (path) (increase(conveyor_sla_canary_lost[1h]))"
+Q_CANARY_LOST = "sum by (path) (increase(conveyor_sla_canary_lost_total[1h]))"
 Q_SINK_LAG = "max by (connector) (conveyor_sla_sink_lag_seconds)"
 Q_SINK_RECORDS = "sum by (connector) (conveyor_sla_sink_lag_records)"
 Q_SINK_FAILED = 'sum by (connector) (conveyor_sla_sink_tasks{state="FAILED"})'
