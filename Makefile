@@ -34,9 +34,12 @@ images: engine ## Build every image in docker/ (cached; fast when nothing change
 	$(COMPOSE) build
 
 .PHONY: up
-up: venv images ## Start the whole stack and wait until every service is healthy
+up: venv images ## Start the whole stack, wait until every service is healthy, apply the local connectors
 	@$(WITH_ENV) $(PY) -m devstack.stack preflight
 	@$(WITH_ENV) $(PY) -m devstack.stack up
+	@# The local profile's sinks land the SLA exporter's canaries: without them its
+	@# canary alerts would page on a stack nobody has touched yet. Idempotent.
+	@$(WITH_ENV) $(VENV)/bin/conveyor-connectors apply --profile local
 
 .PHONY: down
 down: engine ## Stop the stack; its data stays in named volumes
