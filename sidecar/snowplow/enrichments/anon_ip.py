@@ -10,6 +10,7 @@ is not an IP address is left as it is, as Snowplow does.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -17,8 +18,24 @@ from . import Step
 from .config import AnonIpSettings
 
 
+def _dotted_quad(text: str) -> list[str] | None:
+    """The four octets of a plain IPv4 address (the common case, without ipaddress's cost)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    for p in parts:
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or int(p) > 255 \
+                or (len(p) > 1 and p[0] == "0"):
+            return None
+    return parts
+
+
+@functools.lru_cache(maxsize=65_536)   # a visitor's IP repeats over their session
 def anonymise(ip: str, octets: int, segments: int) -> str:
     text = ip.strip()
+    quad = _dotted_quad(text)
+    if quad is not None:
+        return ".".join(quad[: 4 - octets] + ["x"] * octets)
     try:
         addr = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:

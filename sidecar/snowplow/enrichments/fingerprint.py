@@ -17,11 +17,9 @@ from .config import FingerprintSettings
 
 
 def fingerprint(params: Mapping[str, str], exclude: frozenset[str], algorithm: str) -> str:
-    h = hashlib.md5(usedforsecurity=False) if algorithm == "MD5" else hashlib.sha256()
-    for name in sorted(params):
-        if name not in exclude:
-            h.update(name.encode("utf-8", "surrogatepass"))
-            h.update(str(params[name]).encode("utf-8", "surrogatepass"))
+    text = "".join([f"{name}{params[name]}" for name in sorted(params) if name not in exclude])
+    data = text.encode("utf-8", "surrogatepass")
+    h = hashlib.md5(data, usedforsecurity=False) if algorithm == "MD5" else hashlib.sha256(data)
     return h.hexdigest()
 
 

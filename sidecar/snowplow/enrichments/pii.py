@@ -13,9 +13,7 @@ a string or a number. The original values are not kept anywhere.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
-import hashlib
 import hmac
 from typing import Any
 
@@ -24,7 +22,7 @@ from .config import PiiJsonField, PiiSettings
 
 
 def pseudonym(key: bytes, value: str) -> str:
-    return hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def _entities(payload: Any, field: str) -> list[Any]:
@@ -34,18 +32,19 @@ def _entities(payload: Any, field: str) -> list[Any]:
     return list(doc) if isinstance(doc, list) else []
 
 
-def _replace(data: Any, keys: list[str], key: bytes) -> bool:
-    for k in keys[:-1]:
-        if not isinstance(data, dict):
-            return False
-        data = data.get(k)
+def _replaced(data: Any, keys: list[str], key: bytes) -> Any:
+    """A copy of ``data`` with the value at ``keys`` pseudonymised (only the objects along
+    the path are copied), or None when there is no string or number there."""
     if not isinstance(data, dict):
-        return False
-    value = data.get(keys[-1])
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return False
-    data[keys[-1]] = pseudonym(key, str(value))
-    return True
+        return None
+    head = keys[0]
+    if len(keys) == 1:
+        value = data.get(head)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return None
+        return {**data, head: pseudonym(key, str(value))}
+    inner = _replaced(data.get(head), keys[1:], key)
+    return None if inner is None else {**data, head: inner}
 
 
 def build(settings: PiiSettings, key: bytes) -> Step:
@@ -63,17 +62,21 @@ def build(settings: PiiSettings, key: bytes) -> Step:
             entities = _entities(payload, field)
             if not entities:
                 continue
-            # Copies: the step is pure, the event as parsed stays untouched.
-            new = copy.deepcopy(entities)
+            # Copies along the paths only: the step is pure, the event as parsed stays as
+            # it is.
+            new = list(entities)
             changed = False
             for rule, keys in rules:
                 if rule.field != field:
                     continue
-                for entity in new:
+                for i, entity in enumerate(new):
                     if (isinstance(entity, dict)
                             and isinstance(entity.get("schema"), str)
                             and fnmatch.fnmatchcase(entity["schema"], rule.schema_criterion)):
-                        changed |= _replace(entity.get("data"), keys, key)
+                        data = _replaced(entity.get("data"), keys, key)
+                        if data is not None:
+                            new[i] = {**entity, "data": data}
+                            changed = True
             if changed:
                 out[field] = new[0] if field == "unstruct_event" else new
         return out or None

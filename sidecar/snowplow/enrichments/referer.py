@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -23,10 +22,10 @@ from sidecar.common.errors import ConfigError
 
 from . import Step
 from .config import RefererSettings
+from .urls import http_host, params
 
 BUNDLED = Path(__file__).with_name("referers.yaml")
 MEDIUMS = ("search", "social", "email")
-MAX_PARAMS = 200
 
 
 class RefererDb:
@@ -70,16 +69,7 @@ def _within(host: str, domains: tuple[str, ...]) -> bool:
 
 def _host(url: str | None) -> tuple[str, str] | None:
     """(host, query) of an http(s) URL, else None."""
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not host:
-        return None
-    return host.lower().rstrip("."), parts.query
+    return http_host(url.strip()) if url else None
 
 
 def parse(referrer: str, page_url: str | None, db: RefererDb,
@@ -94,13 +84,13 @@ def parse(referrer: str, page_url: str | None, db: RefererDb,
     hit = db.lookup(host)
     if hit is None:
         return {"refr_medium": "unknown", "refr_source": None, "refr_term": None}
-    medium, source, params = hit
+    medium, source, names = hit
     term = None
-    if params and query:
-        q = parse_qs("&".join(query.split("&", MAX_PARAMS)[:MAX_PARAMS]))
-        for p in params:
-            if q.get(p):
-                term = q[p][0]
+    if names and query:
+        q = params(query, frozenset(names))
+        for name in names:
+            if name in q:
+                term = q[name]
                 break
     return {"refr_medium": medium, "refr_source": source, "refr_term": term}
 

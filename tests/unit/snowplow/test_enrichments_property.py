@@ -91,3 +91,22 @@ def test_every_tracker_event_stays_one_output_and_good(everything: Enrichments,
     assert len(out) == 1
     if out[0].outcome == "bad":     # only the protocol may refuse it, never an enrichment
         assert out[0].check != "enrichment_failures", out[0].value[:500]
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.one_of(urls(), st.builds(lambda u, t: u + t, urls(), text),
+                     text.map(lambda t: "http://" + t)))
+def test_the_cheap_host_parser_agrees_with_urllib(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from sidecar.snowplow.enrichments.urls import http_host
+
+    got = http_host(url)
+    try:
+        parts = urlsplit(url)
+        want = parts.hostname if parts.scheme.lower() in ("http", "https") else None
+    except ValueError:
+        want = None
+    if got is not None and want is not None:
+        assert got[0] == want.rstrip(".").lower()
+        assert got[1] == parts.query
