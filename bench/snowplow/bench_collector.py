@@ -43,7 +43,7 @@ from typing import Any
 
 import aiohttp
 import yaml
-from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson, Tracker
+from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson, Subject, Tracker
 
 from bench.snowplow import bench_enrich
 
@@ -61,6 +61,34 @@ from connectors.replay import after_last_record
 
 TARGET_EVENTS_S = 5000
 TARGET_RATIO = 0.5
+# Enrich with every enrichment on: at most this much CPU per event (issue 11).
+TARGET_ENRICH_MS = 0.3
+# What enrichments read: browser and mobile user agents, client IPs (v4 and v6), campaign
+# page URLs with click ids, search and social referers. A few of each, as real traffic
+# repeats them (the user-agent parse is cached).
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.1.2 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.6099.144 Mobile Safari/537.36",
+)
+IPS = ("203.0.113.57", "198.51.100.7", "2001:db8:85a3::8a2e:370:7334", "81.2.69.160")
+REFERRERS = ("https://www.google.com/search?q=oat+milk+delivery",
+             "https://l.facebook.com/l.php?u=x", "https://www.bing.com/search?q=bread",
+             "https://shop.example/basket")
+ALL_ENRICHMENTS: dict[str, Any] = {
+    "ua_parser": {"enabled": True}, "anon_ip": {"enabled": True},
+    "campaign_attribution": {"enabled": True}, "referer_parser": {"enabled": True},
+    "event_fingerprint": {"enabled": True},
+    "pii": {"enabled": True, "fields": ["user_id", "user_ipaddress", "se_label"],
+            "json_fields": [{"field": "unstruct_event", "json_path": "$.order_id",
+                             "schema_criterion": "iglu:com.conveyor.grocer/order_placed/*"}]},
+    # ip_lookup: a tiny database the bench writes (none ships), see geo_database()
+}
 
 
 def template_events() -> list[dict[str, str]]:
@@ -68,6 +96,8 @@ def template_events() -> list[dict[str, str]]:
     cap = bench_enrich.Capture()
     tracker = Tracker("bench", cap, app_id="shop")
     for i in range(EVENTS_PER_REQUEST):
+        tracker.set_subject(Subject().set_useragent(USER_AGENTS[i % len(USER_AGENTS)])
+                            .set_ip_address(IPS[i % len(IPS)]).set_user_id(f"user-{i}"))
         if i % 2:
             tracker.track(SelfDescribing(
                 SelfDescribingJson(ORDER, {"order_id": f"o-{i}", "total": 12.5 + i,
@@ -75,7 +105,10 @@ def template_events() -> list[dict[str, str]]:
                 context=[SelfDescribingJson(BASKET, {"sku": f"sku-{i}", "quantity": 2}),
                          SelfDescribingJson(DEVICE, {"device_id": "phone-1", "kind": "phone"})]))
         else:
-            tracker.track(PageView(page_url=f"https://shop.example/p/{i}", page_title="Product"))
+            tracker.track(PageView(
+                page_url=f"https://shop.example/p/{i}?utm_source=newsletter&utm_medium=email"
+                         f"&utm_campaign=spring&gclid=CJ{i}",
+                page_title="Product", referrer=REFERRERS[i // 2 % len(REFERRERS)]))
     stm = str(int(time.time() * 1000))
     return [{**e, "stm": stm} for e in cap.events]
 
@@ -283,11 +316,39 @@ class EnrichResult:
         return self.cpu_s / self.events * 10_000 if self.events else float("nan")
 
 
-def enrich_config(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+def geo_database(workdir: Path) -> Path:
+    """A tiny MaxMind City database for the ip_lookup enrichment (none ships)."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    w = MMDBWriter(ip_version=6, database_type="GeoIP2-City", languages=["en"],
+                   description="bench", ipv4_compatible=True)
+    w.insert_network(IPSet(["81.2.69.0/24", "203.0.113.0/24"]), {
+        "country": {"iso_code": "GB", "names": {"en": "United Kingdom"}},
+        "subdivisions": [{"iso_code": "ENG", "names": {"en": "England"}}],
+        "city": {"names": {"en": "London"}}, "postal": {"code": "SW1A"},
+        "location": {"latitude": 51.5142, "longitude": -0.0931, "time_zone": "Europe/London"}})
+    path = workdir / "geo.mmdb"
+    w.to_db_file(str(path))
+    return path
+
+
+def all_enrichments(workdir: Path) -> dict[str, Any]:
+    # The PII key comes from the environment only; enrich inherits the bench's.
+    os.environ.setdefault("CONVEYOR_SNOWPLOW_PII_KEY", uuid.uuid4().hex)
+    return {**ALL_ENRICHMENTS,
+            "ip_lookup": {"enabled": True, "database": str(geo_database(workdir))}}
+
+
+def enrich_config(workdir: Path, cfg: dict[str, Any],
+                  enrichments: dict[str, Any] | None = None) -> dict[str, Any]:
     """A copy of the durable run's config for one more enrich run over its raw topic: its
-    own group (so it starts from the topic's start), outputs, ledger and instance."""
+    own group (so it starts from the topic's start), outputs, ledger and instance;
+    ``enrichments``: that section (none by default)."""
     token = uuid.uuid4().hex[:8]
-    out = {k: v for k, v in cfg.items() if k != "_path"}
+    out = {k: v for k, v in cfg.items() if k not in ("_path", "enrichments")}
+    if enrichments:
+        out["enrichments"] = enrichments
     out["topics"] = {"default": f"bench-events-{token}", "bad": f"bench-bad-{token}",
                      "routes": [{"kind": "page_view", "topic": f"bench-views-{token}"}]}
     out["dedup"] = {"ledger_topic": f"bench-ledger-{token}"}
@@ -361,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--enrich-baseline-src", default=None, metavar="DIR",
                    help="also run the enrich of this older source tree (over the same raw "
                         "topic, and without Kafka)")
+    p.add_argument("--enrichment-pairs", type=int, default=2,
+                   help="runs of enrich with every enrichment on, alternately with none")
     p.add_argument("--enrich-pairs", type=int, default=2,
                    help="with --enrich-baseline-src: runs of each enrich, alternately")
     args = p.parse_args(argv)
@@ -384,6 +447,23 @@ def main(argv: list[str] | None = None) -> int:
                 durable_cfg = cfg
         print("running enrich over the durable run's raw topic...", flush=True)
         enrich = run_enrich(bootstrap, Path(tmp), durable_cfg)
+        # Every enrichment on vs none, alternately over the same raw records.
+        nones, alls = [enrich], []
+        everything = all_enrichments(Path(tmp))
+        for i in range(args.enrichment_pairs):
+            print(f"running enrich {'with none, then ' if i else ''}with every enrichment "
+                  f"on ({i + 1}/{args.enrichment_pairs})...", flush=True)
+            if i:
+                nones.append(run_enrich(bootstrap, Path(tmp),
+                                        enrich_config(Path(tmp), durable_cfg)))
+            alls.append(run_enrich(bootstrap, Path(tmp),
+                                   enrich_config(Path(tmp), durable_cfg, everything)))
+        for label, runs in (("none", nones), ("all", alls)):
+            for run in runs:
+                print(f"  enrichments {label}: {run.events_per_s:,.0f} ev/s, "
+                      f"{run.cpu_per_10k:.2f} CPU s/10k")
+        enrich = min(nones, key=lambda r: r.cpu_per_10k)
+        enriched = min(alls, key=lambda r: r.cpu_per_10k)
         enrich_before: EnrichResult | None = None
         if args.enrich_baseline_src:
             afters, befores = [enrich], []
@@ -398,9 +478,9 @@ def main(argv: list[str] | None = None) -> int:
                                              enrich_config(Path(tmp), durable_cfg)))
             enrich = max(afters, key=lambda r: r.events_per_s)
             enrich_before = max(befores, key=lambda r: r.events_per_s)
-            for r in (*afters, *befores):
-                print(f"  {'this tree' if r in afters else 'baseline'}: "
-                      f"{r.events_per_s:,.0f} ev/s, {r.cpu_per_10k:.2f} CPU s/10k")
+            for run in (*afters, *befores):
+                print(f"  {'this tree' if run in afters else 'baseline'}: "
+                      f"{run.events_per_s:,.0f} ev/s, {run.cpu_per_10k:.2f} CPU s/10k")
     print()
     print(f"{'mode':<10}{'events/s':>12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
           f"{'events/txn':>12}{'commit ms':>11}{'CPU s/10k':>11}")
@@ -412,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'enrich':<10}{enrich.events_per_s:>12,.0f}{'':>10}{'':>10}{'':>10}{'':>8}"
           f"{'':>12}{'':>11}{enrich.cpu_per_10k:>11.2f}"
           f"   ({enrich.records} raw records, {enrich.events} events in {enrich.seconds:.1f}s)")
+    print(f"{'enrich+':<10}{enriched.events_per_s:>12,.0f}{'':>10}{'':>10}{'':>10}{'':>8}"
+          f"{'':>12}{'':>11}{enriched.cpu_per_10k:>11.2f}"
+          f"   (every enrichment on, same raw records)")
     if enrich_before is not None:
         print(f"{'enrich<':<10}{enrich_before.events_per_s:>12,.0f}{'':>10}{'':>10}{'':>10}"
               f"{'':>8}{'':>12}{'':>11}{enrich_before.cpu_per_10k:>11.2f}"
@@ -423,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"durable events/s: {durable.events_per_s:,.0f} (target >= {TARGET_EVENTS_S:,})")
     print(f"enrich / durable collector events/s: "
           f"{enrich.events_per_s / durable.events_per_s:.2f} (goal >= 1)")
+    all_ms = enriched.cpu_per_10k / 10  # CPU s per 10k events -> ms per event
+    print(f"enrich CPU per event: {enrich.cpu_per_10k / 10:.3f} ms with no enrichment, "
+          f"{all_ms:.3f} ms with every one on (goal <= {TARGET_ENRICH_MS}); all / none "
+          f"{enriched.cpu_per_10k / enrich.cpu_per_10k:.2f}")
     if enrich_before is not None:
         print(f"enrich events/s, now / baseline: "
               f"{enrich.events_per_s / enrich_before.events_per_s:.2f}; CPU per event "
@@ -450,6 +537,10 @@ def main(argv: list[str] | None = None) -> int:
                       "cpu_s_per_10k": {r.mode: round(r.cpu_per_10k, 3) for r in results},
                       "enrich_events_s": round(enrich.events_per_s),
                       "enrich_cpu_s_per_10k": round(enrich.cpu_per_10k, 3),
+                      "enrich_all_enrichments_events_s": round(enriched.events_per_s),
+                      "enrich_all_enrichments_cpu_s_per_10k": round(enriched.cpu_per_10k, 3),
+                      "enrich_all_over_none_cpu": round(
+                          enriched.cpu_per_10k / enrich.cpu_per_10k, 3),
                       **({"enrich_baseline_events_s": round(enrich_before.events_per_s),
                           "enrich_baseline_cpu_s_per_10k": round(enrich_before.cpu_per_10k, 3)}
                          if enrich_before is not None else {}),
