@@ -78,8 +78,9 @@ Exit codes: {", ".join(f"{e.value} {e.name.lower()}" for e in Exit)}.
               help="Start of the window (when the bad rows were written).")
 @click.option("--until", default=None, metavar="TIME",
               help="End of the window, exclusive [default: the end of the topic now].")
-@click.option("--check", "check_", default=None, metavar="CHECK",
-              help="Only bad rows of this check (protocol, schema, enrichment_failures).")
+@click.option("--check", "check_", default=None,
+              type=click.Choice(["protocol", "schema", "enrichment_failures", "size"]),
+              help="Only bad rows of this check (size rows are counted, never recovered).")
 @click.option("--reason", default=None, metavar="REASON",
               help="Only bad rows of this reason (e.g. schema_not_found, ua_parser).")
 @click.option("--dry-run", is_flag=True,
@@ -119,7 +120,7 @@ def recover(settings: Any, since: datetime, until: datetime | None, *,
     from sidecar.exactly_once.ledger import LedgerUnavailable
 
     from .enrich.runner import build_enricher
-    from .recovery.kafka import RecoveryWriter, RetentionGone, read_window
+    from .recovery.kafka import BadRowWindow, RecoveryWriter, RetentionGone
     from .recovery.report import Report, Tally, replay
     from .recovery.rows import Candidate, plan_row
     from .settings import Secrets
@@ -129,33 +130,25 @@ def recover(settings: Any, since: datetime, until: datetime | None, *,
     report.window = {"topic": settings.topics.bad, "since": since.isoformat(),
                      "until": until.isoformat() if until else None,
                      "check": check, "reason": reason}
+    enricher = build_enricher(settings)
+    predicted: set[str] = set()   # dry run: ids counted already (a row seen twice)
     try:
-        window = read_window(client_config, settings.topics.bad, since, until)
-    except RetentionGone as exc:
-        echo(f"refused: retention no longer holds the start of the window ({exc}); "
-             f"choose a later --since")
-        return Exit.RETENTION, None
-    except KafkaException as exc:
-        echo(f"kafka: FAIL {settings.kafka.bootstrap_servers}: {exc}")
-        return Exit.KAFKA, None
-    report.window.update(window.as_json())
-    report.rows = len(window.values)
-    candidates: list[Candidate] = []
-    for _p, _o, value in window.values:
-        planned = plan_row(value, check=check, reason=reason)
-        if isinstance(planned, Candidate):
-            candidates.append(planned)
-        else:
-            report.refuse(planned)
-    good = replay(candidates, build_enricher(settings), report)
-    try:
-        with RecoveryWriter(settings, client_config, write=not dry_run) as writer:
-            if dry_run:
-                seen = writer.already(good)
-                ids = {o.dedup_id for o in good if o.dedup_id}
-                report.already_recovered = len(ids & seen)
-                report.recovered = len(ids - seen) + sum(1 for o in good if not o.dedup_id)
-            else:
+        with BadRowWindow(client_config, settings.topics.bad, since, until) as window, \
+                RecoveryWriter(settings, client_config, write=not dry_run) as writer:
+            report.window.update(window.as_json())
+            for values in window.batches(settings.enrich.max_batch_records):
+                report.rows += len(values)
+                candidates: list[Candidate] = []
+                for value in values:
+                    planned = plan_row(value, check=check, reason=reason)
+                    if isinstance(planned, Candidate):
+                        candidates.append(planned)
+                    else:
+                        report.refuse(planned)
+                good = replay(candidates, enricher, report)
+                if dry_run:
+                    _predict(good, writer.already(good), predicted, report)
+                    continue
                 chunk = max(1, settings.enrich.max_batch_events)
                 for i in range(0, len(good), chunk):
                     result, refused = writer.commit(good[i:i + chunk])
@@ -164,8 +157,12 @@ def recover(settings: Any, since: datetime, until: datetime | None, *,
                     for why in refused.values():
                         report.still_failing.setdefault("avro/unencodable", Tally()).add(
                             None, why)
+    except RetentionGone as exc:
+        echo(f"refused: retention no longer holds the start of the window ({exc}); "
+             f"choose a later --since")
+        return Exit.RETENTION, None
     except (LedgerUnavailable, RegistryUnavailable, KafkaException) as exc:
-        echo(f"kafka: FAIL: {exc}")
+        echo(f"kafka: FAIL {settings.kafka.bootstrap_servers}: {exc}")
         return Exit.KAFKA, None
     except (TransactionAborted, FatalKafkaError) as exc:
         # Nothing of the failed transaction is visible (or the ledger decides it): safe
@@ -175,3 +172,15 @@ def recover(settings: Any, since: datetime, until: datetime | None, *,
     log.info("recover.done", extra={"dry_run": dry_run, "recovered": report.recovered,
                                     "already": report.already_recovered})
     return Exit.OK, {**report.as_json(), "lines": report.lines()}
+
+
+def _predict(good: list[Any], seen: set[str], predicted: set[str], report: Any) -> None:
+    """Dry run: what the real run would count, without writing."""
+    for o in good:
+        if o.dedup_id is None:
+            report.recovered += 1
+        elif o.dedup_id in seen or o.dedup_id in predicted:
+            report.already_recovered += 1
+        else:
+            predicted.add(o.dedup_id)
+            report.recovered += 1

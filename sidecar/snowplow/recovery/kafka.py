@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -55,71 +54,81 @@ def transactional_id(settings: CollectorSettings) -> str:
     return f"conveyor-snowplow-recover-{settings.enrich.group_id}"
 
 
-@dataclass(frozen=True)
-class Window:
-    starts: list[OffsetAt]
-    stops: dict[int, int]
-    values: list[tuple[int, int, bytes | None]]   # partition, offset, value
+class BadRowWindow:
+    """The committed records of ``topic`` stamped in [since, until) (until: the end as of
+    opening), read in batches so that memory is bounded whatever the window's size.
+    Opening resolves the window and refuses it (``RetentionGone``) before anything is
+    read. Use as a context manager."""
+
+    def __init__(self, client_config: dict[str, Any], topic: str, since: datetime,
+                 until: datetime | None) -> None:
+        self.topic = topic
+        self._consumer = Consumer({
+            **client_config, "group.id": "conveyor-snowplow-recover-reader",
+            "enable.auto.commit": False, "isolation.level": "read_committed",
+            "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+        try:
+            meta = self._consumer.list_topics(topic, timeout=15).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise KafkaException(f"topic {topic} not found")
+            partitions = sorted(meta.partitions)
+            self.starts = offsets_at(self._consumer, topic, since, partitions)
+            lost = [o for o in self.starts if not o.retained]
+            if lost:
+                raise RetentionGone(lost)
+            if until is None:
+                self.stops = {o.partition: o.end for o in self.starts}
+            else:
+                self.stops = {o.partition: o.offset
+                              for o in offsets_at(self._consumer, topic, until, partitions)}
+        except BaseException:
+            self._consumer.close()
+            raise
+
+    def __enter__(self) -> BadRowWindow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self._consumer.close()
 
     def as_json(self) -> dict[str, Any]:
-        return {"partitions": [{"partition": s.partition, "from": s.offset,
-                                "to": self.stops[s.partition]} for s in self.starts]}
+        return {"partitions": [{"partition": o.partition, "from": o.offset,
+                                "to": self.stops[o.partition]} for o in self.starts]}
 
-
-def read_window(client_config: dict[str, Any], topic: str, since: datetime,
-                until: datetime | None, timeout: float = READ_TIMEOUT_S) -> Window:
-    """The committed records of ``topic`` stamped in [since, until) (until: the end now)."""
-    consumer = Consumer({**client_config, "group.id": "conveyor-snowplow-recover-reader",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    try:
-        meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise KafkaException(f"topic {topic} not found")
-        partitions = sorted(meta.partitions)
-        starts = offsets_at(consumer, topic, since, partitions)
-        lost = [s for s in starts if not s.retained]
-        if lost:
-            raise RetentionGone(lost)
-        if until is None:
-            stops = {s.partition: s.end for s in starts}
-        else:
-            stops = {o.partition: o.offset for o in offsets_at(consumer, topic, until,
-                                                               partitions)}
-        return Window(starts, stops, _read(consumer, topic, starts, stops, timeout))
-    finally:
-        consumer.close()
-
-
-def _read(consumer: Consumer, topic: str, starts: list[OffsetAt], stops: dict[int, int],
-          timeout: float) -> list[tuple[int, int, bytes | None]]:
-    pending = {s.partition for s in starts if s.offset < stops[s.partition]}
-    if not pending:
-        return []
-    consumer.assign([TopicPartition(topic, s.partition, s.offset) for s in starts
-                     if s.partition in pending])
-    out: list[tuple[int, int, bytes | None]] = []
-    deadline = time.monotonic() + timeout
-    while pending:
-        if time.monotonic() > deadline:
-            raise KafkaException(f"{topic} partitions {sorted(pending)} not read to the end "
-                                 f"of the window in {timeout:.0f}s")
-        for msg in consumer.consume(500, timeout=POLL_S):
-            p = msg.partition()
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(p)   # the committed end (past it: transactions open)
+    def batches(self, size: int, timeout: float = READ_TIMEOUT_S
+                ) -> Iterator[list[bytes | None]]:
+        """The window's values, at most ``size`` at a time, until every partition reached
+        its stop (or its committed end: what is still in an open transaction is left)."""
+        pending = {o.partition for o in self.starts if o.offset < self.stops[o.partition]}
+        if not pending:
+            return
+        self._consumer.assign([TopicPartition(self.topic, o.partition, o.offset)
+                               for o in self.starts if o.partition in pending])
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise KafkaException(f"{self.topic} partitions {sorted(pending)} not read "
+                                     f"to the end of the window in {timeout:.0f}s")
+            batch: list[bytes | None] = []
+            for msg in self._consumer.consume(size, timeout=POLL_S):
+                p = msg.partition()
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(p)
+                        continue
+                    raise KafkaException(err)
+                offset = msg.offset() or 0
+                if p not in pending or offset >= self.stops[p]:
+                    pending.discard(p)
                     continue
-                raise KafkaException(err)
-            offset = msg.offset() or 0
-            if p not in pending or offset >= stops[p]:
-                pending.discard(p)
-                continue
-            out.append((p, offset, msg.value()))
-            if offset + 1 >= stops[p]:
-                pending.discard(p)
-    return out
+                batch.append(msg.value())
+                if offset + 1 >= self.stops[p]:
+                    pending.discard(p)
+            if batch:
+                deadline = time.monotonic() + timeout   # progress: the limit is per batch
+                yield batch
 
 
 class RecoveryWriter:

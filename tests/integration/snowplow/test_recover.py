@@ -79,7 +79,9 @@ def test_unknown_schema_rows_recover_once(collector: Callable[..., CollectorProc
                                           tmp_path: Path) -> None:
     repo = tmp_path / "iglu"
     repo.mkdir()
-    proc = collector(iglu={"repositories": [str(repo)]})
+    # Small batches: recovery reads the window and commits in several steps.
+    proc = collector(iglu={"repositories": [str(repo)]},
+                     enrich={"max_batch_records": 3, "max_batch_events": 4})
     since = datetime.now(UTC) - timedelta(seconds=2)
     tracker, emitter, outcomes = make_tracker(proc.endpoint, batch_size=N + 3)
     checkouts = [str(tracker.track(SelfDescribing(
