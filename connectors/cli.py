@@ -455,12 +455,14 @@ Examples:
 @click.option("--port", type=int, default=None, help="/metrics and /health port.")
 @click.option("--connector", "patterns", multiple=True, metavar="GLOB",
               help="Only connectors matching (repeatable; default every connector).")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Never connectors matching (repeatable).")
 @click.option("--once", is_flag=True, help="One look (and the restarts due), then exit.")
 @click.pass_context
 def heal_cmd(ctx: click.Context, config_path: Path | None, initial_delay: float | None,
              multiplier: float | None, max_delay: float | None, max_restarts: int | None,
              healthy_after: float | None, poll_interval: float | None, port: int | None,
-             patterns: tuple[str, ...], once: bool) -> None:
+             patterns: tuple[str, ...], exclude: tuple[str, ...], once: bool) -> None:
     import logging
 
     from pydantic import ValidationError
@@ -475,7 +477,8 @@ def heal_cmd(ctx: click.Context, config_path: Path | None, initial_delay: float 
             "initial_delay_seconds": initial_delay, "multiplier": multiplier,
             "max_delay_seconds": max_delay, "max_restarts": max_restarts,
             "healthy_after_seconds": healthy_after, "poll_interval_seconds": poll_interval,
-            "port": port, "connectors": list(patterns) or None}.items() if v is not None}
+            "port": port, "connectors": list(patterns) or None,
+            "exclude": list(exclude) or None}.items() if v is not None}
         if "connect_url" not in settings.model_fields_set:
             changes["connect_url"] = ctx.find_root().params["connect_url"]
         settings = heal.HealSettings.model_validate({**settings.model_dump(), **changes})
@@ -484,7 +487,8 @@ def heal_cmd(ctx: click.Context, config_path: Path | None, initial_delay: float 
     if once:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         client = heal.HealClient(settings.connect_url, timeout=settings.timeout_seconds)
-        healer = heal.Healer(client, settings.policy(), settings.connectors)
+        healer = heal.Healer(client, settings.policy(), settings.connectors,
+                             exclude=settings.exclude)
         with _errors():
             client.statuses()  # unreachable or refused: a named exit code, not "nothing"
             done = healer.step()

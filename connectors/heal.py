@@ -48,7 +48,8 @@ from sidecar.common.ops import OpsServer
 
 from .rest import ConnectClient, ConnectError, ConnectUnreachable
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m connectors.heal` it would log as "__main__".
+log = logging.getLogger("connectors.heal")
 
 Clock = Callable[[], float]
 
@@ -62,6 +63,9 @@ class HealSettings(FileSettings):
     connect_url: str = "http://localhost:8083"
     # Globs over connector names; only matching connectors are healed.
     connectors: list[str] = Field(default_factory=lambda: ["*"])
+    # Globs of connectors left alone even when they match: one under investigation, or one
+    # that fails on purpose.
+    exclude: list[str] = Field(default_factory=list)
     host: str = "0.0.0.0"
     port: int = 9000
     # How often Connect's statuses are read (one GET /connectors?expand=status).
@@ -305,10 +309,11 @@ class Healer:
 
     def __init__(self, client: HealClient, policy: Policy, patterns: Iterable[str] = ("*",),
                  registry: CollectorRegistry | None = None, clock: Clock = time.monotonic,
-                 wall: Clock = time.time) -> None:
+                 wall: Clock = time.time, exclude: Iterable[str] = ()) -> None:
         self.client = client
         self.policy = policy
         self.patterns = list(patterns)
+        self.exclude = list(exclude)
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.clock = clock
@@ -322,8 +327,7 @@ class Healer:
         """One look and its restarts; returns what was done per connector."""
         self.metrics.polls.inc()
         try:
-            statuses = [s for s in self.client.statuses()
-                        if any(fnmatch.fnmatchcase(s.name, p) for p in self.patterns)]
+            statuses = [s for s in self.client.statuses() if self.heals(s.name)]
         except ConnectError as exc:
             self.metrics.poll_errors.inc()
             log.warning("heal.poll_failed", extra={"error": str(exc)})
@@ -334,6 +338,10 @@ class Healer:
         done = {s.name: self._one(s, now) for s in statuses}
         self._forget(set(done))
         return done
+
+    def heals(self, name: str) -> bool:
+        return (any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+                and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude))
 
     def _one(self, status: Status, now: float) -> Action:
         track = self.tracks.setdefault(status.name, Track())
@@ -419,12 +427,13 @@ def serve(settings: HealSettings, stop: threading.Event | None = None) -> None:
     /health on ``settings.port``."""
     stop = stop or threading.Event()
     client = HealClient(settings.connect_url, timeout=settings.timeout_seconds)
-    healer = Healer(client, settings.policy(), settings.connectors)
+    healer = Healer(client, settings.policy(), settings.connectors, exclude=settings.exclude)
     ops = OpsServer(settings.host, settings.port,
                     lambda: healer.readiness(settings.poll_interval_seconds),
                     registry=healer.registry).start()
     log.info("heal.started", extra={"connect_url": settings.connect_url,
                                     "connectors": settings.connectors,
+                                    "exclude": settings.exclude,
                                     "policy": str(settings.policy())})
     try:
         while not stop.is_set():
@@ -442,7 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     service with options)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m connectors.heal", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors.heal",
+        description="Restart FAILED Kafka Connect connectors and tasks with a bounded backoff; "
+                    "settings from --config and CONVEYOR_HEAL__<KEY> variables "
+                    "(`conveyor-connectors heal --help` explains them).")
     parser.add_argument("--config", default=None, help="YAML settings (HealSettings' keys)")
     args = parser.parse_args(argv)
     try:
