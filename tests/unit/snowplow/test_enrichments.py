@@ -314,3 +314,28 @@ def test_no_enrichments_leaves_the_payload_as_before(resolver: Resolver, capture
     b = json.loads(off.process(post(tp2_body(em.events))).outputs[0].value)["payload"]
     a.pop("network_userid"), b.pop("network_userid")   # a new cookie per request
     assert a == b and "mkt_source" not in a
+
+
+def test_enrich_check_reports_enrichments_and_the_maxmind_database(tmp_path: Path,
+                                                                    monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sidecar.snowplow.enrich.cli import check_enrichments
+    from sidecar.snowplow.settings import settings_from_dict
+
+    def check(section: dict[str, Any]) -> tuple[bool, list[str]]:
+        lines: list[str] = []
+        ok = check_enrichments(settings_from_dict({"enrichments": section}, tmp_path),
+                               lines.append)
+        return ok, lines
+
+    assert check({}) == (True, ["ip_lookup: off (no MaxMind database configured; geo_* stay "
+                                "empty)", "enrichments: none enabled"])
+    write_mmdb(tmp_path / "city.mmdb")
+    ok, lines = check({"ip_lookup": {"enabled": True, "database": "city.mmdb"},
+                       "ua_parser": {"enabled": True}})
+    assert ok and lines[0].startswith("ip_lookup: ok") and lines[1] == \
+        "enrichments: ip_lookup, ua_parser"
+    ok, lines = check({"ip_lookup": {"enabled": True, "database": "gone.mmdb"}})
+    assert not ok and lines[0].startswith("ip_lookup: FAIL")
+    monkeypatch.delenv("CONVEYOR_SNOWPLOW_PII_KEY", raising=False)
+    ok, lines = check({"pii": {"enabled": True, "fields": ["user_id"]}})
+    assert not ok and "CONVEYOR_SNOWPLOW_PII_KEY is not set" in lines[-1]
