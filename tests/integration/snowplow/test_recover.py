@@ -1,7 +1,8 @@
 """Recovery on a real collector, enrich and Kafka: events of a schema nobody published
 become bad rows; the schema is added to an Iglu repository enrich reads; the dry run says
 how many would recover and why the others still fail; the recovery lands exactly those as
-good events, once; a second run changes nothing; a window retention no longer holds is refused."""
+good events, once, in Kafka and in the warehouse; a second run changes nothing; a window
+retention no longer holds is refused."""
 
 from __future__ import annotations
 
@@ -19,10 +20,21 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from snowplow_tracker import PageView, SelfDescribing, SelfDescribingJson
 
+from connectors import deploy
+from connectors.configs import ConnectorFile
 from connectors.replay import after_last_record
+from tests.integration.landing import Run, for_test
+from tests.integration.warehouse import Warehouse
 
-from .conftest import ROOT, CollectorProcess, read_committed
-from .helpers import duplicates, flush_all, landed, make_tracker
+from .conftest import ROOT, CollectorProcess
+from .helpers import (
+    assert_in_warehouse,
+    duplicates,
+    flush_all,
+    good_events,
+    landed,
+    make_tracker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,18 +82,25 @@ def _cut_before_last_record(bootstrap: str, topic: str) -> int:
     return len(cuts)
 
 
+def _good(proc: CollectorProcess) -> list[dict[str, Any]]:
+    return good_events(landed(proc.bootstrap, proc.topics))
+
+
 def _good_ids(proc: CollectorProcess) -> list[str]:
-    topics = [proc.topics[r] for r in ("default", "views", "orders")]
-    return [json.loads(v)["event_id"] for _t, _k, v in read_committed(proc.bootstrap, topics)]
+    return [e["event_id"] for e in _good(proc)]
 
 
-def test_unknown_schema_rows_recover_once(collector: Callable[..., CollectorProcess],
-                                          tmp_path: Path) -> None:
+def test_unknown_schema_rows_recover_once(
+        collector: Callable[..., CollectorProcess], tmp_path: Path, run: Run,
+        warehouse: Warehouse, deployed: Callable[[ConnectorFile], deploy.Applied]) -> None:
     repo = tmp_path / "iglu"
     repo.mkdir()
-    # Small batches: recovery reads the window and commits in several steps.
+    # Small batches: recovery reads the window and commits in several steps. Good events
+    # as Avro (recovery encodes them as enrich does) and the local sinks: the warehouse.
     proc = collector(iglu={"repositories": [str(repo)]},
-                     enrich={"max_batch_records": 3, "max_batch_events": 4})
+                     enrich={"max_batch_records": 3, "max_batch_events": 4}, landing=run)
+    deployed(for_test("snowplow-events.json", run))
+    deployed(for_test("snowplow-bad-rows.json", run))
     since = datetime.now(UTC) - timedelta(seconds=2)
     tracker, emitter, outcomes = make_tracker(proc.endpoint, batch_size=N + 3)
     checkouts = [str(tracker.track(SelfDescribing(
@@ -110,22 +129,24 @@ def test_unknown_schema_rows_recover_once(collector: Callable[..., CollectorProc
     assert NEVER in dry["still_failing"]["schema/schema_not_found"]["example"]["message"]
     assert sorted(_good_ids(proc)) == sorted(views), "a dry run wrote something"
 
-    _, run = _recover(proc, since)
-    assert (run["recovered"], run["already_recovered"]) == (N, 0)
+    _, first = _recover(proc, since)
+    assert (first["recovered"], first["already_recovered"]) == (N, 0)
     good = _good_ids(proc)
     assert duplicates(good) == {}
     assert sorted(good) == sorted([*views, *checkouts])
-    recovered = [json.loads(v) for _t, _k, v in read_committed(proc.bootstrap,
-                                                                [proc.topics["default"]])]
-    by_id = {e["event_id"]: e for e in recovered}
-    assert by_id[checkouts[2]]["payload"]["unstruct_event"] == {"schema": CHECKOUT,
-                                                          "data": {"total": 2.5}}
+    by_id = {e["event_id"]: e for e in _good(proc)}
+    unstruct = by_id[checkouts[2]]["payload"]["unstruct_event"]
+    assert (json.loads(unstruct) if isinstance(unstruct, str) else unstruct) == {
+        "schema": CHECKOUT, "data": {"total": 2.5}}
 
     _, again = _recover(proc, since)
     assert (again["recovered"], again["already_recovered"]) == (0, N)
     _, dry_again = _recover(proc, since, "--dry-run")
     assert (dry_again["would_recover"], dry_again["already_recovered"]) == (0, N)
     assert sorted(_good_ids(proc)) == sorted([*views, *checkouts]), "the second run wrote"
+    # Once in the warehouse too; the bad rows stay where they were (they are history).
+    assert_in_warehouse(warehouse, run, {*views, *checkouts}, {*checkouts, never},
+                        timeout=120)
 
     # Retention took the start of the window: refused, named, nothing written.
     assert _cut_before_last_record(proc.bootstrap, proc.topics["bad"]) >= 1
