@@ -88,7 +88,12 @@ Exit codes: {", ".join(f"{e.value} {e.name.lower()}" for e in Exit)}.
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def main(config_path: Path, since: str, until: str | None, check_: str | None,
          reason: str | None, dry_run: bool, as_json: bool) -> None:
-    from reconcile.times import parse_time
+    try:   # the operators' time syntax, shared with conveyor-reconcile and replay
+        from reconcile.times import parse_time
+    except ModuleNotFoundError:
+        click.echo("error: snowplow-recover needs the reconcile package of this project "
+                   "installed beside sidecar (for --since/--until)", err=True)
+        sys.exit(Exit.CONFIG)
 
     from .settings import load_settings  # lazily: keeps --help instant
 
