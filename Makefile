@@ -70,6 +70,7 @@ unit-python: venv
 	$(VENV)/bin/pytest -q tests/unit
 unit-java:
 	cd transforms && mvn -B -q package
+	cd connectors/dialect && mvn -B -q package
 
 .PHONY: monitoring-check
 monitoring-check: engine ## Prometheus config, alert rule unit tests and Alertmanager routes (promtool, amtool in the monitoring image)
