@@ -13,6 +13,7 @@ that fails while reading makes the event an ``enrichment_failures`` bad row.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,11 @@ def build(path: Path) -> Step:
         if not ip:
             return None
         try:
-            record = reader.get(ip.strip())
-        except ValueError:   # not an IP address
+            # Parsed here first: maxminddb's C reader raises TypeError, not ValueError, on
+            # a string with a NUL in it, and what is not an IP address is nothing to look up.
+            address = ipaddress.ip_address(str(ip).strip())
+            record = reader.get(str(address))
+        except ValueError:
             return None
         return geo(record) or None
 
