@@ -229,7 +229,10 @@ class EnrichRunner:
             err = m.error()
             if err is None:
                 records.append(m)
-            elif err.fatal():
+            elif err.fatal() or err.code() == KafkaError._FATAL:
+                # librdkafka hands a fatal consumer error (e.g. a static member fenced after
+                # a broker restart) as a message error _FATAL whose own fatal() is False;
+                # read as a warning, the consumer stayed dead and enrich stopped for good.
                 raise FatalKafkaError(f"consumer: {err.str()}")
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("enrich.consume_error", extra={"error": err.name()})

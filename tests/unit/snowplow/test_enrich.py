@@ -292,6 +292,21 @@ def test_fatal_errors_rebuild_the_clients() -> None:
     assert consumer.closed and len(calls) == 2   # dropped, rebuilt, read again
 
 
+class FatalMsg(Msg):
+    """What librdkafka delivers once the consumer hit a fatal error: code _FATAL, and the
+    error object's own fatal() False."""
+
+    def error(self) -> Any:
+        from confluent_kafka import KafkaError
+        return KafkaError(KafkaError._FATAL, "fatal error: FENCED_INSTANCE_ID", fatal=False)
+
+
+def test_a_fatal_consumer_error_rebuilds_the_clients_instead_of_warning() -> None:
+    runner, _, _ = _runner()
+    with pytest.raises(FatalKafkaError, match="FENCED_INSTANCE_ID"):
+        runner.process([FatalMsg(0, 0, _pixel(0))])
+
+
 def test_bad_rows_of_a_split_post_count_events_within_the_request() -> None:
     """The collector splits an oversized POST into parts; a bad row of an event in a later
     part says where the event was in the POST the tracker sent, not in the part."""
