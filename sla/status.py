@@ -264,8 +264,7 @@ def render_html(s: Status, prometheus_url: str | None = None) -> str:
     if s.firing:
         out.append("<ul>" + "".join(
             f"<li><b>{e(a.get('alertname', ''))}</b> ({e(a.get('severity', ''))}) "
-            f"{e(', '.join(f'{k}={v}' for k, v in sorted(a.items()) if k not in ('alertname', 'alertstate', 'severity', '__name__')))}</li>"  # noqa: E501
-            for a in s.firing) + "</ul>")
+            f"{e(_other_labels(a))}</li>" for a in s.firing) + "</ul>")
     else:
         out.append("<p>none</p>")
     if prometheus_url:
@@ -273,6 +272,11 @@ def render_html(s: Status, prometheus_url: str | None = None) -> str:
                    "; the exporter's own numbers: <a href='/metrics'>/metrics</a>.</p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _other_labels(alert: dict[str, str]) -> str:
+    shown = ("alertname", "alertstate", "severity", "__name__")
+    return ", ".join(f"{k}={v}" for k, v in sorted(alert.items()) if k not in shown)
 
 
 def render_text(s: Status, page_url: str | None = None) -> str:

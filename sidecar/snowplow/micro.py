@@ -80,8 +80,9 @@ class GoodEvent:
 
     @classmethod
     def from_envelope(cls, doc: Mapping[str, Any], topic: str, seen_at: float) -> GoodEvent:
-        payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
-        assert isinstance(payload, dict)
+        payload = doc.get("payload")
+        if not isinstance(payload, dict):
+            payload = {}
         return cls(event_id=str(doc.get("event_id", "")),
                    event_type=str(doc.get("event_type", "")),
                    app_id=payload.get("app_id") if isinstance(payload.get("app_id"), str)
@@ -107,8 +108,9 @@ class BadRow:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], seen_at: float) -> BadRow:
-        data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
-        assert isinstance(data, dict)
+        data = doc.get("data")
+        if not isinstance(data, dict):
+            data = {}
         app_id = None
         original = data.get("original")
         if isinstance(original, dict) and isinstance(original.get("data"), str):
