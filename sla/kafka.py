@@ -5,6 +5,15 @@ Per scrape: one Connect listing (cached for ``metadata_ttl``), one committed-off
 per group, two ListOffsets requests for every partition (earliest, last stable), and one read
 per partition that is behind *and* whose committed offset moved since the last scrape: the
 timestamp of the record at an offset never changes, so it is cached.
+
+Only librdkafka's consumer API is used, never its AdminClient: the admin requests
+ListConsumerGroupOffsets and ListOffsets abort the whole process on an assertion
+(``rd_kafka_enq_once_del_source_return: eonce->refcnt > 0``, librdkafka issues 3663 and
+4605, open) when a broker restarts under them, which killed this exporter at four of five
+Kafka restarts. A consumer per sink group (it never subscribes, so it never joins the group)
+reads the committed offsets; ``offsets_for_times`` with Kafka's special timestamps -2 and -1
+reads the log start and the last stable offset (the probe is read_committed), batched per
+leader as the admin request was.
 """
 
 from __future__ import annotations
@@ -17,14 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    IsolationLevel,
-    KafkaError,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from connectors.replay import ReplayRefused, sink_topics
 
@@ -34,10 +36,31 @@ log = logging.getLogger(__name__)
 
 # Bounds the timestamp cache: one entry per (topic, partition, offset) a group sat at.
 STAMP_CACHE_SIZE = 10_000
+# Bounds the committed-offset readers: one consumer (a few threads) per sink group.
+GROUP_READERS = 64
+# ListOffsets' special timestamps: the log start offset and the end (the last stable offset
+# for a read_committed client).
+EARLIEST, LATEST = -2, -1
+# Errors that say Kafka itself is not there, not that one request was refused.
+UNREACHABLE = {KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+               KafkaError._WAIT_COORD, KafkaError.COORDINATOR_NOT_AVAILABLE,
+               KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
 
 
 class SourceDown(Exception):
     """A source (Kafka, Connect, PostgreSQL) did not answer; the scrape reports it as down."""
+
+
+class KafkaUnreachable(SourceDown):
+    """Kafka did not answer at all: the scrape stops asking it (one timeout, not one per
+    sink) and reports it as down."""
+
+
+def kafka_failure(what: str, exc: Exception) -> SourceDown:
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if isinstance(err, KafkaError) and err.code() in UNREACHABLE:
+        return KafkaUnreachable(f"{what}: {err.str()}")
+    return SourceDown(f"{what}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -109,33 +132,45 @@ class KafkaReader:
     """The I/O shell over librdkafka. Never commits, never joins a group."""
 
     def __init__(self, client_conf: dict[str, Any], read_timeout: float,
-                 request_timeout: float = 10.0) -> None:
+                 request_timeout: float = 3.0) -> None:
+        self._conf = {**client_conf, "enable.auto.commit": False, "log_level": 3,
+                      "isolation.level": "read_committed"}  # what a sink would read
         self._timeout = request_timeout
         self._read_timeout = read_timeout
-        self._admin = AdminClient({**client_conf, "log_level": 3})
         self._consumer = Consumer({
-            **client_conf,
+            **self._conf,
             "group.id": "conveyor-sla-probe",     # required; it never subscribes or commits
-            "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "isolation.level": "read_committed",  # the record a sink would read next
             # One record per partition is all a probe needs: small fetches keep memory flat.
             "max.partition.fetch.bytes": 65536,
             "fetch.max.bytes": 1048576,
             "queued.max.messages.kbytes": 4096,
-            "log_level": 3,
         })
+        self._groups: OrderedDict[str, Consumer] = OrderedDict()
         self._stamps: OrderedDict[tuple[str, int, int], int] = OrderedDict()
         self._tails: dict[tuple[str, int], tuple[int, int]] = {}
 
     def close(self) -> None:
+        for c in self._groups.values():
+            c.close()
+        self._groups.clear()
         self._consumer.close()
+
+    def _group_reader(self, group: str) -> Consumer:
+        """A consumer with the group's id that only fetches its committed offsets."""
+        c = self._groups.get(group)
+        if c is None:
+            c = self._groups[group] = Consumer({**self._conf, "group.id": group})
+            while len(self._groups) > GROUP_READERS:
+                self._groups.popitem(last=False)[1].close()
+        self._groups.move_to_end(group)
+        return c
 
     def topics(self) -> dict[str, list[int]]:
         try:
             md = self._consumer.list_topics(timeout=self._timeout)
         except Exception as exc:
-            raise SourceDown(f"Kafka metadata: {exc}") from exc
+            raise kafka_failure("Kafka metadata", exc) from exc
         return {name: sorted(t.partitions) for name, t in md.topics.items()
                 if not name.startswith("__") and t.error is None}
 
@@ -143,38 +178,36 @@ class KafkaReader:
         """The group's committed offsets for ``parts`` (missing: never committed)."""
         if not parts:
             return {}
-        request = [ConsumerGroupTopicPartitions(group, parts)]
         try:
-            futures = self._admin.list_consumer_group_offsets(request,
-                                                              request_timeout=self._timeout)
-            result = futures[group].result(timeout=self._timeout)
+            result = self._group_reader(group).committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in parts], timeout=self._timeout)
         except Exception as exc:
-            raise SourceDown(f"committed offsets of {group}: {exc}") from exc
+            raise kafka_failure(f"committed offsets of {group}", exc) from exc
         return {(tp.topic, tp.partition): tp.offset
-                for tp in result.topic_partitions if tp.error is None and tp.offset >= 0}
+                for tp in result if tp.error is None and tp.offset >= 0}
 
     def bounds(self, parts: list[TopicPartition]) -> dict[tuple[str, int], tuple[int, int]]:
         """(log start, last stable offset) per partition, two batched requests."""
         if not parts:
             return {}
-        out: dict[tuple[str, int], list[int]] = {}
-        for i, spec in enumerate((OffsetSpec.earliest(), OffsetSpec.latest())):
-            ask = {TopicPartition(tp.topic, tp.partition): spec for tp in parts}
+        out: dict[tuple[str, int], list[int | None]] = {}
+        for i, spec in enumerate((EARLIEST, LATEST)):
             try:
-                futures = self._admin.list_offsets(
-                    ask, isolation_level=IsolationLevel.READ_COMMITTED,
-                    request_timeout=self._timeout)
-                for tp, fut in futures.items():
-                    try:
-                        offset = fut.result(timeout=self._timeout).offset
-                    except Exception as exc:  # one partition without a leader, say
-                        log.warning("sla.partition_offsets_failed", extra={
-                            "topic": tp.topic, "partition": tp.partition, "error": str(exc)})
-                        continue
-                    out.setdefault((tp.topic, tp.partition), [0, 0])[i] = offset
+                result = self._consumer.offsets_for_times(
+                    [TopicPartition(tp.topic, tp.partition, spec) for tp in parts],
+                    timeout=self._timeout)
             except Exception as exc:
-                raise SourceDown(f"log offsets: {exc}") from exc
-        return {k: (v[0], v[1]) for k, v in out.items()}
+                raise kafka_failure("log offsets", exc) from exc
+            for tp in result:
+                if tp.error is not None or tp.offset < 0:  # one partition without a leader
+                    log.warning("sla.partition_offsets_failed", extra={
+                        "topic": tp.topic, "partition": tp.partition,
+                        "error": str(tp.error) if tp.error else f"offset {tp.offset}"})
+                    continue
+                out.setdefault((tp.topic, tp.partition), [None, None])[i] = tp.offset
+        # A partition with only one of its two bounds is left out: its lag is unknown.
+        return {k: (start, end) for k, (start, end) in out.items()
+                if start is not None and end is not None}
 
     def next_stamps(self, at: dict[tuple[str, int], int],
                     ends: dict[tuple[str, int], int] | None = None
@@ -254,6 +287,8 @@ def read_partitions(reader: KafkaReader, sinks: list[Sink],
         parts = [TopicPartition(t, p) for t in names if t in topics for p in topics[t]]
         try:
             committed = reader.committed(sink.group, parts)
+        except KafkaUnreachable:
+            raise   # Kafka is away: every other sink would wait as long for nothing
         except SourceDown as exc:
             problems.append(str(exc))
             continue

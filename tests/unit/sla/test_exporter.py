@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,7 +16,14 @@ from sla import settings as settings_mod
 from sla.cli import EXIT_CONFIG, main
 from sla.core import PartitionState
 from sla.exporter import SlaCollector, health
-from sla.kafka import PartitionReading, Sink, SourceDown, read_partitions
+from sla.kafka import (
+    KafkaUnreachable,
+    PartitionReading,
+    Sink,
+    SourceDown,
+    kafka_failure,
+    read_partitions,
+)
 from sla.settings import SlaSecrets, SlaSettings
 from sla.warehouse import Table, TableReading
 
@@ -229,6 +236,36 @@ def test_read_partitions_per_sink_and_unknown_is_not_zero() -> None:
     assert by[("two", 1)].state.position == 0 and by[("two", 1)].next_record_ms == NOW_MS
     # Two sinks on one partition at different offsets: one read each.
     assert sorted(o for a in reader.asked for (_, p), o in a.items() if p == 0) == [2, 5]
+
+
+class UnreachableReader(FakeReader):
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[str] = []
+
+    def committed(self, group: str, parts: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        self.groups.append(group)
+        raise KafkaUnreachable(f"committed offsets of {group}: timed out")
+
+
+def test_kafka_away_is_one_timeout_not_one_per_sink() -> None:
+    reader = UnreachableReader()
+    sinks = [Sink(n, f"connect-{n}", {"topics": "events.a"}) for n in ("a", "b", "c")]
+    with pytest.raises(KafkaUnreachable):
+        read_partitions(reader, sinks, {"events.a": [0]})   # type: ignore[arg-type]
+    assert reader.groups == ["connect-a"]
+
+
+@pytest.mark.parametrize(("code", "unreachable"), [
+    (KafkaError._TIMED_OUT, True), (KafkaError._TRANSPORT, True),
+    (KafkaError._ALL_BROKERS_DOWN, True), (KafkaError.COORDINATOR_NOT_AVAILABLE, True),
+    (KafkaError.GROUP_AUTHORIZATION_FAILED, False), (KafkaError._INVALID_ARG, False)])
+def test_which_kafka_errors_mean_kafka_is_away(code: int, unreachable: bool) -> None:
+    failure = kafka_failure("committed offsets of g", KafkaException(KafkaError(code)))
+    assert isinstance(failure, SourceDown)
+    assert isinstance(failure, KafkaUnreachable) is unreachable
+    # Anything else librdkafka raises is a plain SourceDown of that request.
+    assert type(kafka_failure("x", RuntimeError("boom"))) is SourceDown
 
 
 def test_secrets_only_from_the_environment(tmp_path: Path,
