@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import faulthandler
 import logging
-import signal
 import sys
 import threading
 
@@ -59,8 +57,6 @@ def main(config_path: str | None, once: bool, summary: bool,
         click.echo(f"conveyor-sla: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     logs.configure(settings.log_level)
-    # `kill -USR1` prints every thread's stack to stderr: what a stuck scrape waits on.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # httpx logs every request at INFO: one Connect listing per scrape is not news.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # pika logs each step of every (re)connection at INFO; its warnings still show.

@@ -6,8 +6,10 @@ Libraries only get a logger (``logging.getLogger(__name__)``) and log an event n
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
+import signal
 import sys
 from datetime import UTC, datetime
 
@@ -29,6 +31,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO") -> None:
+    """JSON lines on stderr; and ``kill -USR1`` prints every thread's Python stack there,
+    which is what a process that stopped making progress is waiting on."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
