@@ -12,8 +12,7 @@ ListConsumerGroupOffsets and ListOffsets abort the whole process on an assertion
 4605, open) when a broker restarts under them, which killed this exporter at four of five
 Kafka restarts. A consumer per sink group (it never subscribes, so it never joins the group)
 reads the committed offsets; ``offsets_for_times`` with Kafka's special timestamps -2 and -1
-reads the log start and the last stable offset (the probe is read_committed), batched per
-leader as the admin request was.
+reads the log start and the last stable offset (the probe is read_committed).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from connectors.replay import ReplayRefused, sink_topics
+from sidecar.exactly_once.producer import kafka_error
 
 from .core import PartitionState, included
 
@@ -57,9 +57,8 @@ class KafkaUnreachable(SourceDown):
 
 
 def kafka_failure(what: str, exc: Exception) -> SourceDown:
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    if isinstance(err, KafkaError) and err.code() in UNREACHABLE:
-        return KafkaUnreachable(f"{what}: {err.str()}")
+    if isinstance(exc, KafkaException) and kafka_error(exc).code() in UNREACHABLE:
+        return KafkaUnreachable(f"{what}: {kafka_error(exc).str()}")
     return SourceDown(f"{what}: {exc}")
 
 
