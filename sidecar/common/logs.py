@@ -33,7 +33,10 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "INFO") -> None:
     """JSON lines on stderr; and ``kill -USR1`` prints every thread's Python stack there,
     which is what a process that stopped making progress is waiting on."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # The process's own stderr (fd 2), not sys.stderr: that may be replaced by an object
+    # without a file descriptor (click's CliRunner does), which faulthandler cannot write to.
+    if sys.__stderr__ is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
