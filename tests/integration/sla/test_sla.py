@@ -217,7 +217,10 @@ def test_retention_loss_of_a_lagging_group_is_counted_once(
     committed = connect.offsets(name)[(topic, 0)]
 
     writer.publish([order(i, run.token) for i in range(100, 120)])
-    _, end = admin_watermarks(stack, topic)
+    # The bridge forwards them after RabbitMQ confirms: wait until all 20 are in the log
+    # (read straight after publishing, the end had not moved yet in one run).
+    end = wait_for("the 20 records in Kafka", lambda: (
+        e if (e := admin_watermarks(stack, topic)[1]) >= committed + 20 else 0), 60)
     cut = end - 5                       # the log now starts past 15 records the group lacks
     futures = admin.delete_records([TopicPartition(topic, 0, cut)])
     for f in futures.values():
