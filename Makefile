@@ -81,12 +81,7 @@ monitoring-check: engine ## Prometheus config, alert rule unit tests and Alertma
 .PHONY: itest
 itest: venv images ## Integration tests against the real stack in containers
 	@$(WITH_ENV) $(PY) -m devstack.stack preflight
-	@$(WITH_ENV) $(VENV)/bin/pytest -q --durations=10 --durations-min=5 -m "not canaries" tests/integration
-
-.PHONY: itest-canaries
-itest-canaries: venv images ## The canary and status-page tests, with the SLA exporter's canaries on
-	@$(WITH_ENV) export CONVEYOR_CANARIES=true && $(PY) -m devstack.stack up && \
-	  $(VENV)/bin/pytest -q --durations=10 -m canaries tests/integration/sla
+	@$(WITH_ENV) $(VENV)/bin/pytest -q --durations=10 --durations-min=5 tests/integration
 
 .PHONY: test
 # The unit tests need no containers and the image builds mostly wait on the network and the

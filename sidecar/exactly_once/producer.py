@@ -16,6 +16,8 @@ Callers hand over a batch of records and get back only when the batch is *commit
   ``init_transactions()`` fences the old and waits until the coordinator has finished or
   aborted the transaction. Only then is the outcome readable (a read_committed consumer or
   the ledger read to its end), and the caller must read it before retrying;
+- a call that blocks far past the timeout it was given (librdkafka can, see ``watchdog``)
+  ends the process: nothing else would, and its successor fences the stuck client;
 - ``FatalKafkaError``: fenced by a newer owner of the ``transactional.id``, or a fatal
   librdkafka error. This producer is done: the caller builds a new one (whose
   ``init_transactions()`` fences this one and aborts what it left open) or stops.
@@ -40,6 +42,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from sidecar.common.errors import FatalKafkaError, TransactionAborted
+
+from .watchdog import WATCHDOG, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,8 @@ class TransactionalProducer:
                  producer: Any = None,
                  factory: Callable[[dict[str, object]], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 pause: Callable[[float], None] = time.sleep) -> None:
+                 pause: Callable[[float], None] = time.sleep,
+                 watchdog: Watchdog = WATCHDOG) -> None:
         conf = {
             "enable.idempotence": True,
             "acks": "all",
@@ -152,6 +157,9 @@ class TransactionalProducer:
         self._factory: Callable[[dict[str, object]], Any] = factory or Producer
         self._producer = producer if producer is not None else self._factory(conf)
         self._clock, self._pause = clock, pause
+        # Ends the process when a call blocks far past its timeout (librdkafka can: see
+        # watchdog.py), since nothing else would ever end it.
+        self._watchdog = watchdog
         self.replacements = 0
         self._initialised = False
         self._abort_pending = False
@@ -227,7 +235,8 @@ class TransactionalProducer:
         return int(self._producer.poll(timeout))
 
     def close(self, timeout: float = 10.0) -> None:
-        self._producer.flush(timeout)
+        with self._watchdog.watch("flush", timeout, self.transactional_id):
+            self._producer.flush(timeout)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -291,8 +300,10 @@ class TransactionalProducer:
         while True:
             attempt += 1
             left = deadline_s - (self._clock() - start)
+            timeout = max(1.0, min(TXN_CALL_TIMEOUT_S, left))
             try:
-                fn(max(1.0, min(TXN_CALL_TIMEOUT_S, left)))
+                with self._watchdog.watch(what, timeout, self.transactional_id):
+                    fn(timeout)
                 return
             except KafkaException as exc:
                 err = kafka_error(exc)
@@ -322,7 +333,9 @@ class TransactionalProducer:
         self._abort_pending = True
         while True:
             try:
-                self._producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+                with self._watchdog.watch("abort_transaction", TXN_CALL_TIMEOUT_S,
+                                          self.transactional_id):
+                    self._producer.abort_transaction(TXN_CALL_TIMEOUT_S)
                 self._abort_pending = False
                 return
             except KafkaException as exc:

@@ -38,7 +38,7 @@ from connectors.rest import ConnectClient
 from devstack.stack import ROOT, Stack, compose
 from tests.integration.monitoring.test_monitoring import _rules, _seconds, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.canaries, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SETTINGS = yaml.safe_load((ROOT / "sla" / "examples" / "compose.yaml").read_text())
 PROMETHEUS = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())

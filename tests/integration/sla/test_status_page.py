@@ -18,7 +18,7 @@ from sla import status
 from tests.integration.monitoring.test_monitoring import wait_for
 from tests.integration.sla.test_canary import PATHS, SINKS, canaries  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.integration, pytest.mark.canaries, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
