@@ -95,7 +95,7 @@ class RabbitMQWriter:
         schemas = load_route_schemas(self.settings.all_routes(), self.settings.base_dir)
         self.encoder = AvroEncoder(stack.schema_registry_url)
         self.core = Core(self.settings, schemas, self.encoder.encode)
-        self._conf = {"bootstrap.servers": stack.kafka_bootstrap}
+        self._conf: dict[str, object] = {"bootstrap.servers": stack.kafka_bootstrap}
         self._producer = TransactionalProducer(self._conf, f"itest-{prefix}")
         self._tag = 0
 

@@ -1,7 +1,11 @@
 """The status page on the stack's SLA exporter (/status) and ``conveyor-sla --summary``,
-read from the stack's Prometheus: both canary paths OK with a p99, the local profile's
-sinks and the canary tables listed, the numbers the same as Prometheus gives for the same
-queries."""
+read from the stack's Prometheus: both canary paths with a verdict and a p99, the local
+profile's sinks and the canary tables listed, the numbers the same as Prometheus gives for
+the same queries.
+
+The verdict itself is not asserted: in ``make test`` the tests before this one stop the
+bridges, Kafka and the sinks on purpose, so canaries of the last hour were late (LOSING)
+or the path is still catching up (LATE); test_canary holds the verdicts to real faults."""
 
 from __future__ import annotations
 
@@ -30,20 +34,22 @@ def prom(stack: Stack) -> Iterator[status.Prometheus]:
 
 def test_the_page_shows_every_path_sink_and_table(stack: Stack, canaries: str,  # noqa: F811
                                                    prom: status.Prometheus) -> None:
-    def every_path_ok() -> status.Status | None:
+    def every_path_measured() -> status.Status | None:
         s = status.collect(prom, history=False)
-        verdicts = {p.path: p.verdict for p in s.paths}
-        ok = all(verdicts.get(p.name) == "OK" for p in PATHS) and all(
-            p.canary_p99_s is not None for p in s.paths if p.path in verdicts)
-        return s if ok else None
+        p99 = {p.path: p.canary_p99_s for p in s.paths}
+        return s if all(p99.get(p.name) is not None for p in PATHS) else None
 
-    s = wait_for("both canary paths OK with a p99 in Prometheus", every_path_ok, 120, pause=5,
+    s = wait_for("both canary paths with a p99 in Prometheus", every_path_measured, 120,
+                 pause=5,
                  explain=lambda: status.render_text(status.collect(prom, history=False)))
     page = httpx.get(f"{stack.sla_exporter_url}/status", timeout=10)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     text = page.text
     for p in PATHS:
         assert p.table in text, p
+    # A verdict per path (the page is a later read than `s`: it may have changed since).
+    verdicts = re.findall(r"<td class='(?:OK|MISSING|LATE|LOSING|NODATA)'>", text)
+    assert len(verdicts) >= len(PATHS), text
     for sink in SINKS:
         assert sink in text, sink
     assert text.count("<svg") >= len(PATHS)        # a plot per path at least
