@@ -18,12 +18,13 @@ from typing import Any
 from sidecar.common.envelope import Envelope
 
 from . import codec
+from .atomic.layout import AtomicLayout, Extra
 from .avro_schema import avro_value
 from .badrows import BadRow, RequestInfo
 from .enrichments import Enrichments
 from .events import EventRejected, RequestContext, TrackerEvent, build_event
 from .identity import CookieConfig, Identity, client_ip, is_anonymous, resolve_identity
-from .iglu import Resolver, Violation
+from .iglu import IgluError, Resolver, Violation
 from .protocol import (
     PIXEL_PATHS,
     REDIRECT_PATH,
@@ -95,6 +96,9 @@ class Output:
     # For routes with format avro: the envelope as Avro-ready values; the sink encodes it
     # through the schema registry (I/O) just before producing.
     avro: dict[str, Any] | None = None
+    # Snowplow's layout (atomic.layout): more Avro records of the same event, written with
+    # it in its transaction, or not at all.
+    extra: tuple[Extra, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,8 @@ class CollectorCore:
     def __init__(self, resolver: Resolver, router: Router, bad_topic: str,
                  cookie: CookieConfig | None = None, limits: Limits | None = None,
                  use_forwarded_for: bool = True, collector: str = "conveyor-snowplow",
-                 enrichments: Enrichments | None = None) -> None:
+                 enrichments: Enrichments | None = None,
+                 atomic: AtomicLayout | None = None) -> None:
         self.resolver = resolver
         self.router = router
         self.bad_topic = bad_topic
@@ -128,6 +133,8 @@ class CollectorCore:
         # Enrich's configured enrichments (sidecar/snowplow/enrichments), run on every
         # event that passed validation; None or empty: the event as the tracker sent it.
         self.enrichments = enrichments if enrichments and enrichments.steps else None
+        # Enrich's second layout, Snowplow's own (sidecar/snowplow/atomic); None: off.
+        self.atomic = atomic
 
     def process(self, req: RawRequest) -> Processed:
         headers = req.headers
@@ -262,11 +269,22 @@ class CollectorCore:
                          raw.original, info, now_ms, self.collector,
                          event_id=event.event_id, event_index=index)
             return self._bad_output(row), None
+        extra: tuple[Extra, ...] = ()
+        if self.atomic is not None:
+            try:
+                extra = self.atomic.records(payload, event.event_id)
+            except (ValueError, IgluError) as exc:
+                # As Snowplow's enrich fails an event whose atomic fields do not fit.
+                row = BadRow("enrichment_failures", "atomic_fields",
+                             f"not in Snowplow's layout: {exc}", raw.original, info, now_ms,
+                             self.collector, event_id=event.event_id, event_index=index)
+                return self._bad_output(row), None
         avro = avro_value(envelope) if dest.format == "avro" else None
         out = Output(
             topic=dest.topic, key=event.event_id.encode(), value=value, outcome="good",
             dedup_id=event.event_id, event_type=envelope.event_type,
             headers=_good_headers(envelope.event_type, avro is not None), avro=avro,
+            extra=extra,
         )
         return out, event
 

@@ -223,6 +223,18 @@ class EnrichSettings(FrozenModel):
     stalled_after_s: float = Field(default=60.0, gt=0)
 
 
+class AtomicSettings(FrozenModel):
+    """Snowplow's own table layout beside the per-kind topics (sidecar/snowplow/atomic):
+    each good event also as an atomic.events row, and each of its entities (the
+    self-describing event, contexts, derived contexts) as a row of its schema's table, all
+    in the event's transaction. Off by default: it doubles what a good event writes."""
+
+    enabled: bool = False
+    events_topic: str = Field(default="snowplow-atomic.events", pattern=_TOPIC)
+    # An entity's topic is this plus its table's name (com_acme_product_1).
+    entity_topic_prefix: str = Field(default="snowplow-atomic.", min_length=1)
+
+
 class LimitsSettings(FrozenModel):
     max_event_bytes: int = Field(default=900_000, ge=1024)
     bad_row_original_bytes: int = Field(default=262_144, ge=256)
@@ -244,6 +256,7 @@ class CollectorSettings(FileSettings):
     enrich: EnrichSettings = Field(default_factory=EnrichSettings)
     # Enrich's enrichments (sidecar/snowplow/enrichments/config.py), each off by default.
     enrichments: EnrichmentsSettings = Field(default_factory=EnrichmentsSettings)
+    atomic: AtomicSettings = Field(default_factory=AtomicSettings)
     # Seconds /health reports 503 before the listener closes on SIGTERM, so a load
     # balancer stops sending first. Then in-flight requests finish and commit.
     drain_delay_s: float = Field(default=0.0, ge=0)
@@ -285,8 +298,16 @@ class CollectorSettings(FileSettings):
         """How much of a body too large to keep the raw record holds."""
         return min(self.limits.bad_row_original_bytes, self.raw.max_record_bytes)
 
+    @property
+    def uses_avro(self) -> bool:
+        """Enrich writes Avro (a route says so, or Snowplow's layout is on)."""
+        return self.topics.uses_avro or self.atomic.enabled
+
     def enrich_topics(self) -> list[str]:
-        return [*self.topics.router().topics(), self.topics.bad]
+        """The topics enrich writes that are known before the first event (an entity
+        schema's topic is created when its first entity comes)."""
+        atomic = [self.atomic.events_topic] if self.atomic.enabled else []
+        return [*self.topics.router().topics(), *atomic, self.topics.bad]
 
     def all_topics(self) -> list[str]:
         return [self.raw.topic, *self.enrich_topics()]

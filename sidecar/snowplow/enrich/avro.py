@@ -111,7 +111,7 @@ def _primitive(kind: str, schema: Any) -> Write:
     if kind in ("int", "long"):
         low, high = (-(1 << 31), 1 << 31) if kind == "int" else (-(1 << 63), 1 << 63)
         logical = schema.get("logicalType") if isinstance(schema, dict) else None
-        if logical not in (None, "timestamp-millis"):
+        if logical not in (None, "timestamp-millis", "date"):
             raise NotImplementedError(f"logical type {logical}")
 
         def write_integer(buf: bytearray, v: Any) -> None:
@@ -136,6 +136,12 @@ def _primitive(kind: str, schema: Any) -> Write:
     raise NotImplementedError(f"Avro type {kind}")
 
 
+# Keys that change nothing in the bytes: what Kafka Connect reads into its schema's name
+# and parameters (Snowplow's layout tells Debezium's JDBC sink the column types this way).
+_ANNOTATIONS = frozenset({"connect.name", "connect.parameters", "doc"})
+_PLAIN_KEYS = _ANNOTATIONS | {"type", "logicalType"}
+
+
 def _compile(schema: Any) -> Write:
     if isinstance(schema, list):
         return _union(schema)
@@ -146,7 +152,7 @@ def _compile(schema: Any) -> Write:
         return _record(schema)
     if kind == "map":
         return _map(schema)
-    if isinstance(kind, str | list | dict) and not schema.keys() - {"type", "logicalType"}:
+    if isinstance(kind, str | list | dict) and not schema.keys() - _PLAIN_KEYS:
         return _primitive(kind, schema) if isinstance(kind, str) else _compile(kind)
     raise NotImplementedError(f"Avro schema {schema!r:.80}")
 
@@ -158,7 +164,7 @@ def _union(branches: list[Any]) -> Write:
         raise NotImplementedError("unions other than [null, T]")
     inner = branches[1]
     if inner == "string" or (isinstance(inner, dict) and inner.get("type") == "string"
-                             and len(inner) == 1):
+                             and not inner.keys() - _ANNOTATIONS - {"type"}):
         def write_optional_string(buf: bytearray, v: Any) -> None:
             if v is None:
                 buf.append(0)
@@ -253,19 +259,43 @@ def compile_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
 _write_envelope = compile_writer(ENVELOPE_SCHEMA)
 
 
+def _writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    """The compiled writer, or fastavro's for a schema it does not cover."""
+    try:
+        return compile_writer(schema)
+    except NotImplementedError:
+        parsed = fastavro.parse_schema(schema)
+
+        def reference(value: dict[str, Any]) -> bytes:
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, parsed, value)
+            return out.getvalue()
+        return reference
+
+
 class TopicAvro:
-    """``ENVELOPE_SCHEMA`` values as Confluent-framed Avro, the registry asked once per topic."""
+    """Values as Confluent-framed Avro, the registry asked once per topic and schema.
+
+    ``schema`` is ``ENVELOPE_SCHEMA`` unless given; another schema must be one long-lived
+    object per shape (Snowplow's layout keeps one per table and schema version): it is
+    told apart by identity, and compiled once."""
 
     def __init__(self, encoder: AvroEncoder) -> None:
         self.encoder = encoder
-        self._framing: dict[str, bytes] = {}
+        self._framing: dict[tuple[str, int], bytes] = {}
+        self._writers: dict[int, Callable[[dict[str, Any]], bytes]] = {
+            id(ENVELOPE_SCHEMA): _write_envelope}
 
-    def encode(self, topic: str, value: dict[str, Any]) -> bytes:
+    def encode(self, topic: str, value: dict[str, Any],
+               schema: dict[str, Any] = ENVELOPE_SCHEMA) -> bytes:
         """Raises RegistryUnavailable (try later) or another exception (a bad value)."""
-        framing = self._framing.get(topic)
+        key = (topic, id(schema))
+        framing = self._framing.get(key)
         if framing is None:
-            out = self.encoder.encode(topic, ENVELOPE_SCHEMA, value)
+            out = self.encoder.encode(topic, schema, value)
             if len(out) > FRAMING_BYTES and out[0] == 0:
-                self._framing[topic] = out[:FRAMING_BYTES]
+                self._framing[key] = out[:FRAMING_BYTES]
+                if id(schema) not in self._writers:
+                    self._writers[id(schema)] = _writer(schema)
             return out
-        return framing + _write_envelope(value)
+        return framing + self._writers[id(schema)](value)

@@ -88,7 +88,7 @@ def run_check(settings, echo: Callable[[str], None]) -> Exit:
         echo(f"kafka: FAIL {settings.kafka.bootstrap_servers}: {exc}")
         return Exit.CHECK_FAILED
     echo(f"kafka: ok, {info['brokers']} broker(s) at {settings.kafka.bootstrap_servers}")
-    if settings.topics.uses_avro:
+    if settings.uses_avro:
         from sidecar.common.avro import AvroEncoder, RegistryUnavailable
 
         try:

@@ -48,6 +48,7 @@ from sidecar.exactly_once.producer import (
 )
 from sidecar.exactly_once.topics import TopicCreator
 
+from ..atomic.layout import AtomicLayout
 from ..enrichments import build_enrichments
 from ..iglu import Resolver
 from ..pipeline import CollectorCore, Output
@@ -61,6 +62,8 @@ from .writer import EnrichWriter, OutputRejected, first_offsets, next_offsets
 log = logging.getLogger(__name__)
 
 COLLECTOR_NAME = "conveyor-snowplow/0.2.0"
+# Snowplow's v_etl column: what enriched the event.
+ETL_NAME = "conveyor-enrich/0.2.0"
 # After an aborted batch or a failed start: wait this long before reading again.
 RETRY_PAUSE_S = 1.0
 # Outputs of one batch that may be replaced by bad rows (Kafka refusing them) before the
@@ -89,11 +92,15 @@ def build_enricher(settings: CollectorSettings) -> Enricher:
     resolver = Resolver(settings.iglu_repositories, bundled=settings.iglu.bundled)
     # The collector already resolved identity and IP: the core must not look at
     # X-Forwarded-For again (the raw record's IP is final).
+    a = settings.atomic
+    atomic = AtomicLayout(resolver, a.events_topic, a.entity_topic_prefix,
+                          v_collector=COLLECTOR_NAME, v_etl=ETL_NAME) if a.enabled else None
     core = CollectorCore(resolver, settings.topics.router(), settings.topics.bad,
                          cookie=settings.cookie.to_config(), limits=settings.limits_config(),
                          use_forwarded_for=False, collector=COLLECTOR_NAME,
                          enrichments=build_enrichments(settings.enrichments,
-                                                       settings.base_dir))
+                                                       settings.base_dir),
+                         atomic=atomic)
     return Enricher(core)
 
 
@@ -114,7 +121,7 @@ class EnrichRunner:
         self._ledger_factory = ledger_factory
         self._clock = clock
         self.encoder: AvroEncoder | None = None
-        if settings.topics.uses_avro:
+        if settings.uses_avro:
             info = Secrets().schema_registry_user_info
             self.encoder = AvroEncoder(settings.schema_registry.url,
                                        user_info=info.get_secret_value() if info else None)
@@ -171,9 +178,12 @@ class EnrichRunner:
                                     replication_factor=k.topic_replication_factor)
             ledger.start(timeout=max(s.dedup.sync_timeout_s, 30.0))
             self.ledger = ledger
+        creator = TopicCreator(self.client_config, k.topic_partitions,
+                               k.topic_replication_factor) if k.create_topics else None
         self.writer = EnrichWriter(self.producer.commit, self.ledger, window, self.encoder,
                                    sync_each_batch=s.dedup.sync_each_batch,
-                                   sync_timeout_s=s.dedup.sync_timeout_s)
+                                   sync_timeout_s=s.dedup.sync_timeout_s,
+                                   ensure_topics=creator.ensure if creator else None)
         e = s.enrich
         consumer = self._consumer_factory({
             **self.client_config,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -38,6 +38,8 @@ from .avro import TopicAvro
 
 log = logging.getLogger(__name__)
 
+_AVRO_HEADERS = (("source", b"snowplow"), ("content-type", b"application/vnd.confluent.avro"))
+
 
 class OutputRejected(RecordRejected):
     """Kafka refused output ``output_index`` of the batch for good (nothing is visible)."""
@@ -52,6 +54,8 @@ class Prepared:
     outputs: list[Output]
     values: list[bytes]            # the bytes to write per output (Avro-encoded or JSON)
     unencodable: dict[int, str]    # output index -> why the Avro encoder refused it
+    # output index -> its extra records (Snowplow's layout), encoded
+    extras: dict[int, list[OutRecord]] = field(default_factory=dict)
 
 
 class EnrichWriter:
@@ -59,7 +63,8 @@ class EnrichWriter:
 
     def __init__(self, commit: Callable[..., None], ledger: DedupLedger | None,
                  window: RecentIds, encoder: AvroEncoder | None, *,
-                 sync_each_batch: bool = False, sync_timeout_s: float = 10.0) -> None:
+                 sync_each_batch: bool = False, sync_timeout_s: float = 10.0,
+                 ensure_topics: Callable[[set[str]], object] | None = None) -> None:
         self._commit = commit   # TransactionalProducer.commit
         self.ledger = ledger
         self.window = ledger.window if ledger is not None else window
@@ -67,25 +72,44 @@ class EnrichWriter:
         self._avro = TopicAvro(encoder) if encoder is not None else None
         self.sync_each_batch = sync_each_batch
         self.sync_timeout_s = sync_timeout_s
+        # Creates topics that appear with the data (an entity schema's first entity);
+        # raises when Kafka does not answer. None: they exist (or Kafka creates them).
+        self._ensure_topics = ensure_topics
+        self._topics: set[str] = set()
 
     def prepare(self, outputs: list[Output]) -> Prepared:
         """Encode Avro outputs. RegistryUnavailable propagates (retry the batch later)."""
         values: list[bytes] = []
         bad: dict[int, str] = {}
+        extras: dict[int, list[OutRecord]] = {}
+        self._create_topics(outputs)
         for i, o in enumerate(outputs):
-            if o.avro is None:
+            if o.avro is None and not o.extra:
                 values.append(o.value)
                 continue
             if self._avro is None:
-                raise SinkUnavailable("an avro route without a schema registry client")
+                raise SinkUnavailable("an avro output without a schema registry client")
             try:
-                values.append(self._avro.encode(o.topic, o.avro))
+                values.append(o.value if o.avro is None else self._avro.encode(o.topic, o.avro))
+                if o.extra:
+                    extras[i] = [OutRecord(x.topic, self._avro.encode(x.topic, x.value, x.schema),
+                                           x.key, _AVRO_HEADERS) for x in o.extra]
             except RegistryUnavailable:
                 raise
             except Exception as exc:   # the value does not fit the schema: that event's fault
-                values.append(o.value)
+                if len(values) == i:
+                    values.append(o.value)
                 bad[i] = f"{type(exc).__name__}: {exc}"[:500]
-        return Prepared(outputs, values, bad)
+        return Prepared(outputs, values, bad, extras)
+
+    def _create_topics(self, outputs: list[Output]) -> None:
+        new = {x.topic for o in outputs for x in o.extra} - self._topics
+        if new and self._ensure_topics is not None:
+            try:
+                self._ensure_topics(new)
+            except Exception as exc:
+                raise SinkUnavailable(f"creating topics {sorted(new)}: {exc}") from exc
+        self._topics |= new
 
     def commit(self, prepared: Prepared, offsets: list[TopicPartition],
                group_metadata: Any) -> BatchResult:
@@ -103,6 +127,13 @@ class EnrichWriter:
         by_output = {id(o): values[i] for i, o in enumerate(outputs)}
         records, fresh_ids, dups = plan_batch(outputs, already, lambda o: by_output[id(o)])
         written = [i for i in range(len(outputs)) if i not in dups]
+        # Each written output's extra records after all outputs, so that records[i] is
+        # still written[i]; owners maps a refused extra back to its output.
+        owners: list[int] = []
+        for i in written:
+            for rec in prepared.extras.get(i, ()):
+                records.append(rec)
+                owners.append(i)
         if self.ledger is not None:
             records.extend(self.ledger.record(fresh_ids))
         t1 = time.perf_counter()
@@ -112,6 +143,8 @@ class EnrichWriter:
         except RecordRejected as exc:
             if exc.index is not None and exc.index < len(written):
                 raise OutputRejected(written[exc.index], exc.reason) from exc
+            if exc.index is not None and exc.index < len(written) + len(owners):
+                raise OutputRejected(owners[exc.index - len(written)], exc.reason) from exc
             raise
         t2 = time.perf_counter()
         if self.ledger is not None:

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from connectors.replay import OffsetAt, offsets_at
 from sidecar.exactly_once.ledger import DedupLedger, LedgerUnavailable, RecentIds
 from sidecar.exactly_once.producer import TransactionalProducer
+from sidecar.exactly_once.topics import TopicCreator
 
 from ..enrich.writer import EnrichWriter, Prepared
 from ..pipeline import Output
@@ -170,16 +171,20 @@ class RecoveryWriter:
         self.ledger = ledger
         if self.write:
             encoder = None
-            if s.topics.uses_avro:
+            if s.uses_avro:
                 from sidecar.common.avro import AvroEncoder
 
                 from ..settings import Secrets
                 info = Secrets().schema_registry_user_info
                 encoder = AvroEncoder(s.schema_registry.url,
                                       user_info=info.get_secret_value() if info else None)
+            creator = TopicCreator(self.client_config, s.kafka.topic_partitions,
+                                   s.kafka.topic_replication_factor) \
+                if s.kafka.create_topics else None
             self.writer = EnrichWriter(self.producer.commit, ledger,
                                        RecentIds(1000), encoder, sync_each_batch=True,
-                                       sync_timeout_s=s.dedup.sync_timeout_s)
+                                       sync_timeout_s=s.dedup.sync_timeout_s,
+                                       ensure_topics=creator.ensure if creator else None)
         return self
 
     def __exit__(self, *exc: object) -> None:
