@@ -40,6 +40,9 @@ runuser --preserve-environment -u postgres -- psql -X -q -v ON_ERROR_STOP=1 \
 \getenv password POSTGRES_PASSWORD
 ALTER ROLE :"role" WITH PASSWORD :'password';
 SQL
+# The schema Snowplow's layout lands in (atomic.events and the entity tables), as its loader's.
+runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d warehouse \
+  -c "CREATE SCHEMA IF NOT EXISTS atomic" >/dev/null
 runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 unset POSTGRES_PASSWORD
 # setpriv execs the server in place, so the stop signal from `docker stop` (SIGINT, see the
