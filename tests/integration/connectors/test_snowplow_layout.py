@@ -4,7 +4,8 @@ and warehouse-snowplow-entities sinks, into PostgreSQL.
 
 - the landed ``atomic.events`` is the open-source Postgres loader's table, column for column
   (name, type, NOT NULL), held to ``tests/contract/snowplow_postgres_loader.json``, a copy
-  of the loader's ``atomicColumns``, not to our own code;
+  of the loader's ``atomicColumns``, not to our own code; in the loader's order, but for
+  the sink's primary key columns, which Debezium's JDBC sink creates first;
 - each entity table starts with the loader's meta columns, then ``entity_index``, then the
   schema's own properties typed by the loader's rules;
 - the enriched columns hold what Snowplow documents (the same table of cases as the Kafka
@@ -42,6 +43,17 @@ _PG_NAMES = {"character varying": "VARCHAR", "character": "CHAR", "uuid": "UUID"
              "timestamp without time zone": "TIMESTAMP", "integer": "INTEGER",
              "bigint": "BIGINT", "double precision": "DOUBLE PRECISION", "boolean": "BOOLEAN",
              "date": "DATE", "jsonb": "JSONB"}
+
+
+def _keys(sink: str) -> list[str]:
+    (connector,) = [c for c in load_profile("local") if c.name == sink]
+    return str(connector.config["primary.key.fields"]).split(",")
+
+
+def keys_first(cols: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
+    """``cols`` as Debezium's JDBC sink orders them: the primary key's columns first."""
+    by_name = {c["name"]: c for c in cols}
+    return [by_name[k] for k in keys] + [c for c in cols if c["name"] not in keys]
 
 
 def columns(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
@@ -96,7 +108,7 @@ def test_the_events_table_is_the_postgres_loaders(landed: Any) -> None:
     conn, _, _ = landed
     got = columns(conn, "events")
     assert {c["name"]: c for c in got} == {c["name"]: c for c in CONTRACT["columns"]}
-    assert [c["name"] for c in got] == [c["name"] for c in CONTRACT["columns"]]
+    assert got == keys_first(CONTRACT["columns"], _keys("warehouse-snowplow-atomic"))
 
 
 @pytest.mark.parametrize("uri", [ORDER, BASKET, UA_CONTEXT])
@@ -106,11 +118,11 @@ def test_each_entity_table_is_laid_out_as_the_loader_lays_it_out(landed: Any,
     key = SchemaKey.parse(uri)
     got = columns(conn, entities.table_name(key))
     meta = CONTRACT["entity_meta_columns"]
-    assert got[:len(meta)] == meta
-    assert got[len(meta)] == {"name": "entity_index", "type": "INTEGER", "not_null": True}
+    index = {"name": "entity_index", "type": "INTEGER", "not_null": True}
     own = [c for c in entities.columns(key, Resolver().lookup(key))][len(meta) + 1:]
-    assert got[len(meta) + 1:] == [{"name": c.name, "type": c.pg_type,
-                                    "not_null": c.not_null} for c in own]
+    want = [*meta, index, *({"name": c.name, "type": c.pg_type, "not_null": c.not_null}
+                            for c in own)]
+    assert got == keys_first(want, _keys("warehouse-snowplow-entities"))
 
 
 def test_the_enriched_columns_hold_what_snowplow_documents(landed: Any) -> None:
