@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from connectors.cli import ExitCode, main
+from connectors.configs import load_profile
 from connectors.rest import ConnectClient
 from devstack.stack import Stack
 from tests.integration.landing import Run, for_test
@@ -35,7 +36,7 @@ def _write(path: Path, connector) -> Path:  # type: ignore[no-untyped-def]
 def test_local_profile_is_valid_on_the_worker(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("validate", "--profile", "local")
     assert result.exit_code == ExitCode.OK, result.output
-    assert result.output.count(": valid") == 3
+    assert result.output.count(": valid") == len(load_profile("local")), result.output
 
 
 def test_validate_reports_a_bad_transform_config_per_key(
