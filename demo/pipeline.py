@@ -152,6 +152,14 @@ def _rows(conn: psycopg.Connection, table: str, ids: set[str]) -> list[tuple]:
         "WHERE event_id = ANY(%s)", (list(ids),)).fetchall()
 
 
+def _atomic_events(conn: psycopg.Connection, ids: set[str]) -> int:
+    """This run's Snowplow events in Snowplow's own layout (atomic.events)."""
+    if not conn.execute("SELECT to_regclass('atomic.events')").fetchone()[0]:
+        return 0
+    return conn.execute("SELECT count(*) FROM atomic.events WHERE event_id = ANY(%s::uuid[])",
+                        (list(ids),)).fetchone()[0]
+
+
 def _snowplow_bad_rows(conn: psycopg.Connection, since: datetime) -> int:
     if not conn.execute("SELECT to_regclass('snowplow_bad_rows')").fetchone()[0]:
         return 0
@@ -197,17 +205,21 @@ def run(stack: Stack, say: Callable[[str], None] = print) -> list[tuple[str, boo
 
     say("== Waiting for every event to land")
     landed: dict[str, list[tuple]] = {}
+    snowplow_ids = set().union(*(ids for t, ids in expected.rows.items()
+                                 if t.startswith("snowplow_")))
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
         def all_landed() -> bool:
             for table, ids in expected.rows.items():
                 landed[table] = _rows(conn, table, ids)
             return (all(len(landed[t]) >= len(ids) for t, ids in expected.rows.items())
-                    and _snowplow_bad_rows(conn, started) >= expected.snowplow_bad)
+                    and _snowplow_bad_rows(conn, started) >= expected.snowplow_bad
+                    and _atomic_events(conn, snowplow_ids) >= len(snowplow_ids))
         try:
             wait_until(all_landed, LANDING_TIMEOUT_S, "every event to land", pause=1.0)
         except TimeoutError as exc:
             say(f"   {exc}")
         bad_rows = _snowplow_bad_rows(conn, started)
+        atomic = _atomic_events(conn, snowplow_ids)
     took = (datetime.now(UTC) - started).total_seconds()
     say(f"   done in {took:.0f}s")
 
@@ -225,6 +237,8 @@ def run(stack: Stack, say: Callable[[str], None] = print) -> list[tuple[str, boo
     results.append((RMQ_DLQ, set(dlq) == expected.rmq_poison,
                     f"{len(dlq)}/{len(expected.rmq_poison)} poison messages dead-lettered "
                     f"(reasons: {', '.join(reasons) or 'none'})"))
+    results.append(("atomic.events", atomic == len(snowplow_ids),
+                    f"{atomic}/{len(snowplow_ids)} Snowplow events in Snowplow's own layout"))
     results.append(("snowplow_bad_rows", bad_rows == expected.snowplow_bad,
                     f"{bad_rows}/{expected.snowplow_bad} bad rows"))
     return results
