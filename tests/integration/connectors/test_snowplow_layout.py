@@ -69,6 +69,14 @@ def columns(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
     return out
 
 
+def _entity_rows(conn: psycopg.Connection[Any], table: str, app_id: str) -> int:
+    if conn.execute("SELECT to_regclass(%s)", (f'atomic."{table}"',)).fetchone() == (None,):
+        return 0
+    row = conn.execute(f'SELECT count(*) FROM atomic."{table}" t JOIN atomic.events e '
+                       "ON e.event_id = t.root_id WHERE e.app_id = %s", (app_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 @pytest.fixture(scope="module")
 def landed(stack: Stack) -> Iterator[tuple[psycopg.Connection[Any], str, dict[str, Any]]]:
     """The cases sent with their own app_id, landed in both tables; (connection, app_id,
@@ -100,6 +108,13 @@ def landed(stack: Stack) -> Iterator[tuple[psycopg.Connection[Any], str, dict[st
         "JOIN atomic.events e ON e.event_id = u.root_id WHERE e.app_id = %s",
         (app_id,)).fetchone()[0],  # type: ignore[index]
          lambda n: n == len(sent), 120, "a ua_parser_context row per event")
+    # The order's entity topics are created with its first entities, later than the
+    # ua_parser_context one: the sink's regex subscription sees them at its next metadata
+    # refresh (10 s) and rebalance, so their rows may land after the ua rows.
+    for uri in (ORDER, BASKET):
+        table = entities.table_name(SchemaKey.parse(uri))
+        poll(lambda t=table: _entity_rows(conn, t, app_id), lambda n: n >= 1, 120,
+             f"the order's row in atomic.{table}")
     yield conn, app_id, sent
     conn.close()
 
