@@ -23,7 +23,8 @@ class PluginRegistrationTest {
             "io.conveyor.transforms.RouteByField$Value",
             "io.conveyor.transforms.MaskFields$Key",
             "io.conveyor.transforms.MaskFields$Value",
-            "io.conveyor.transforms.SnowplowEventToRow$Value");
+            "io.conveyor.transforms.SnowplowEventToRow$Value",
+            "io.conveyor.transforms.InsertLandedAt$Value");
 
     @Test
     @SuppressWarnings("rawtypes")

@@ -29,7 +29,8 @@ class TombstonePassThroughTest {
         return Stream.of(
                 transform("EnvelopeUnwrap", EnvelopeUnwrap.Value::new, Map.of()),
                 transform("MaskFields", MaskFields.Value::new, Map.of("drop.fields", "event_id")),
-                transform("SnowplowEventToRow", SnowplowEventToRow.Value::new, Map.of()));
+                transform("SnowplowEventToRow", SnowplowEventToRow.Value::new, Map.of()),
+                transform("InsertLandedAt", InsertLandedAt.Value::new, Map.of()));
     }
 
     private static Arguments transform(String name, Supplier<Transformation<SinkRecord>> factory,
