@@ -59,7 +59,7 @@ demo: venv up ## Run the pipeline locally and print a summary of what landed
 
 .PHONY: lint
 lint: venv ## ruff and mypy over the Python code
-	$(VENV)/bin/ruff check sidecar connectors devstack demo reconcile sla tests bench
+	$(VENV)/bin/ruff check sidecar connectors devstack demo reconcile sla fulfilment tests bench
 	$(VENV)/bin/mypy
 
 .PHONY: unit
@@ -91,5 +91,5 @@ test: ## Every test: unit tests (beside the image builds), the monitoring checks
 	@$(MAKE) --no-print-directory monitoring-check itest
 
 .PHONY: bench
-bench: venv up ## Benchmarks vs baselines from the same run (BENCH="rabbitmq snowplow connect reconcile sla", BENCH_ARGS="--rows N")
+bench: venv up ## Benchmarks vs baselines from the same run (BENCH="rabbitmq snowplow connect cdc reconcile sla", BENCH_ARGS="--rows N")
 	@$(WITH_ENV) $(PY) -m bench $(BENCH) $(if $(BENCH_ARGS),-- $(BENCH_ARGS))

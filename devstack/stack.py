@@ -62,6 +62,7 @@ class Stack:
     rabbitmq_user: str
     rabbitmq_password: str = field(repr=False)
     postgres_dsn: str = field(repr=False)
+    fulfilment_dsn: str = field(repr=False)
     rabbitmq_bridge_url: str = "http://localhost:9101"
     collector_url: str = "http://localhost:8080"
     enrich_url: str = "http://localhost:9102"
@@ -91,6 +92,9 @@ class Stack:
             postgres_dsn=env("POSTGRES_DSN",
                              f"postgresql://{quote(pg_user, safe='')}:"
                              f"{quote(pg_password, safe='')}@localhost:5432/warehouse"),
+            fulfilment_dsn=env("CONVEYOR_FULFILMENT_DSN",
+                               f"postgresql://{quote(pg_user, safe='')}:"
+                               f"{quote(pg_password, safe='')}@localhost:5433/fulfilment"),
             rabbitmq_bridge_url=env("RABBITMQ_BRIDGE_URL", "http://localhost:9101"),
             collector_url=env("COLLECTOR_URL", "http://localhost:8080"),
             enrich_url=env("ENRICH_URL", "http://localhost:9102"),
@@ -132,11 +136,11 @@ class Stack:
         return _http_ok(f"{self.rabbitmq_management_url}/api/overview",
                         auth=(self.rabbitmq_user, self.rabbitmq_password))
 
-    def postgres_ready(self) -> bool:
+    def postgres_ready(self, dsn: str | None = None) -> bool:
         import psycopg
 
         try:
-            with psycopg.connect(self.postgres_dsn, connect_timeout=3) as conn:
+            with psycopg.connect(dsn or self.postgres_dsn, connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
             return True
         except Exception:
@@ -150,6 +154,7 @@ class Stack:
             "connect-2": self.connect_2_ready,
             "rabbitmq": self.rabbitmq_ready,
             "postgres": self.postgres_ready,
+            "fulfilment-db": lambda: self.postgres_ready(self.fulfilment_dsn),
             "rabbitmq-bridge": lambda: _http_ok(f"{self.rabbitmq_bridge_url}/health"),
             "snowplow-collector": lambda: _http_ok(f"{self.collector_url}/health"),
             "snowplow-enrich": lambda: _http_ok(f"{self.enrich_url}/health"),
@@ -186,6 +191,7 @@ HOST_PORTS = {
     "connect-2": [8084],
     "rabbitmq": [5672, 15672],
     "postgres": [5432],
+    "fulfilment-db": [5433],
     "snowplow-collector": [8080],
     "snowplow-enrich": [9102],
     "rabbitmq-bridge": [9101],

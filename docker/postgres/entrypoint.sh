@@ -1,10 +1,15 @@
 #!/bin/sh
-# Initialise the cluster once (the volume keeps it) with the `warehouse` database (what the
-# sinks land) and the `registry` database (the schema registry's storage). At every start the
+# Initialise the cluster once (the volume keeps it) with the databases in POSTGRES_DATABASES:
+# by default the `warehouse` database (what the sinks land) and the `registry` database (the
+# schema registry's storage); the fulfilment centre's server names its own. At every start the
 # role's password is set to the one in the environment, so credentials regenerated for a kept
-# volume still work; then the server runs in the foreground.
+# volume still work, and /docker-entrypoint-initdb.d/<database>.sql, where there is one, is run
+# against its database (written to be run again: CREATE ... IF NOT EXISTS); then the server runs
+# in the foreground, with POSTGRES_SERVER_OPTIONS (e.g. "-c wal_level=logical") appended.
 set -eu
 : "${POSTGRES_USER:=conveyor}"
+: "${POSTGRES_DATABASES:=warehouse registry}"
+: "${POSTGRES_SERVER_OPTIONS:=}"
 : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
 mkdir -p "$PGDATA" /run/postgresql
 chown -R postgres:postgres "$PGDATA" /run/postgresql
@@ -29,7 +34,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 # Local socket only, trust auth: nothing outside the container can connect meanwhile.
 runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-for db in warehouse registry; do
+for db in $POSTGRES_DATABASES; do
   runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
     || runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE $db"
@@ -40,9 +45,12 @@ runuser --preserve-environment -u postgres -- psql -X -q -v ON_ERROR_STOP=1 \
 \getenv password POSTGRES_PASSWORD
 ALTER ROLE :"role" WITH PASSWORD :'password';
 SQL
-# The schema Snowplow's layout lands in (atomic.events and the entity tables), as its loader's.
-runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d warehouse \
-  -c "CREATE SCHEMA IF NOT EXISTS atomic" >/dev/null
+for db in $POSTGRES_DATABASES; do
+  if [ -f "/docker-entrypoint-initdb.d/$db.sql" ]; then
+    runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$db" \
+      -f "/docker-entrypoint-initdb.d/$db.sql" >/dev/null
+  fi
+done
 runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 unset POSTGRES_PASSWORD
 # setpriv execs the server in place, so the stop signal from `docker stop` (SIGINT, see the
@@ -51,4 +59,4 @@ unset POSTGRES_PASSWORD
 exec setpriv --reuid=postgres --regid=postgres --init-groups \
   env HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres \
   postgres -D "$PGDATA" -c listen_addresses='*' \
-  -c shared_buffers=256MB -c max_connections=200 -c synchronous_commit=on
+  -c shared_buffers=256MB -c max_connections=200 -c synchronous_commit=on $POSTGRES_SERVER_OPTIONS
