@@ -128,6 +128,10 @@ class ConnectClient:
         is left running: the state offsets may only be altered in)."""
         self._request("PUT", f"/connectors/{name}/stop")
 
+    def pause(self, name: str) -> None:
+        """Pause the connector's tasks: they stay assigned and stop polling."""
+        self._request("PUT", f"/connectors/{name}/pause")
+
     def resume(self, name: str) -> None:
         self._request("PUT", f"/connectors/{name}/resume")
 

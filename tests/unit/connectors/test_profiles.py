@@ -34,7 +34,12 @@ PREFIX = {"local": "warehouse", "snowflake": "warehouse", "s3": "lake"}
 STREAMS = ("rabbitmq-events", "snowplow-bad-rows", "snowplow-events")
 # Snowplow's own layout (the Postgres loader's atomic.events and entity tables): PostgreSQL
 # only, for now. The production profiles land the per-kind tables (connectors/README.md).
-LOCAL_ONLY = ("snowplow-atomic", "snowplow-entities")
+# The fulfilment centre's CDC (a Debezium source and the two sinks of its changes): local only,
+# for now.
+LOCAL_ONLY = ("snowplow-atomic", "snowplow-entities",
+              "fulfilment-cdc", "fulfilment-changes", "fulfilment-state")
+# Source connectors are named after their stream alone: they feed Kafka, not a warehouse.
+SOURCES = {"fulfilment-cdc"}
 
 
 def streams(profile: str) -> tuple[str, ...]:
@@ -75,6 +80,8 @@ def _all_connectors() -> Iterator[tuple[str, str, ConnectorFile]]:
 
 CONNECTORS = list(_all_connectors())
 IDS = [f"{p}/{s}" for p, s, _ in CONNECTORS]
+SINKS = [(p, s, c) for p, s, c in CONNECTORS if s not in SOURCES]
+SINK_IDS = [f"{p}/{s}" for p, s, _ in SINKS]
 
 
 def _transform_types(connector: ConnectorFile) -> list[str]:
@@ -99,13 +106,14 @@ def test_each_profile_has_one_file_per_stream(profile: str) -> None:
 @pytest.mark.parametrize("profile", ALL_PROFILES)
 def test_connector_names_are_the_prefix_and_the_stream(profile: str) -> None:
     for stream, connector in _profile(profile).items():
-        assert connector.name == f"{PREFIX[profile]}-{stream}"
+        expected = stream if stream in SOURCES else f"{PREFIX[profile]}-{stream}"
+        assert connector.name == expected
 
 
 def test_snowflake_keeps_the_local_names_and_s3_never_collides_with_them() -> None:
     local = {c.name for c in load_profile("local")}
     assert {c.name for c in load_profile("snowflake")} == local - {
-        f"warehouse-{s}" for s in LOCAL_ONLY}
+        s if s in SOURCES else f"warehouse-{s}" for s in LOCAL_ONLY}
     assert not {c.name for c in load_profile("s3")} & local
 
 
@@ -133,6 +141,14 @@ TOPIC_OWNERS = {
     "snowplow-atomic.events": "snowplow-atomic",
     "snowplow-atomic.com_acme_product_1": "snowplow-entities",
     "snowplow-atomic.com_snowplowanalytics_snowplow_ua_parser_context_1": "snowplow-entities",
+    # Every change of the fulfilment centre lands twice on purpose: as the current state and
+    # as history. The heartbeat table's changes are the source's liveness, no one's rows.
+    "fulfilment.fulfilment.robots": ("fulfilment-changes", "fulfilment-state"),
+    "fulfilment.fulfilment.picks": ("fulfilment-changes", "fulfilment-state"),
+    "fulfilment.fulfilment.conveyor_segments": ("fulfilment-changes", "fulfilment-state"),
+    "fulfilment.fulfilment.totes": ("fulfilment-changes", "fulfilment-state"),
+    "fulfilment.fulfilment.cdc_heartbeat": None,
+    "__debezium-heartbeat.fulfilment": None,
 }
 
 
@@ -146,16 +162,16 @@ def _takes(connector: ConnectorFile, topic: str) -> bool:
 @pytest.mark.parametrize("profile", ALL_PROFILES)
 @pytest.mark.parametrize("topic", TOPIC_OWNERS)
 def test_each_topic_lands_through_exactly_one_connector(profile: str, topic: str) -> None:
-    takers = [s for s, c in _profile(profile).items() if _takes(c, topic)]
+    takers = [s for s, c in _profile(profile).items()
+              if s not in SOURCES and _takes(c, topic)]
     owner = TOPIC_OWNERS[topic]
-    if owner not in streams(profile):
-        owner = None
-    assert takers == ([owner] if owner else []), takers
+    owners = [] if owner is None else [owner] if isinstance(owner, str) else list(owner)
+    assert takers == [o for o in owners if o in streams(profile)], takers
 
 
 # -- nothing dropped silently, nothing uncommitted ---------------------------------------------
 
-@pytest.mark.parametrize(("profile", "stream", "connector"), CONNECTORS, ids=IDS)
+@pytest.mark.parametrize(("profile", "stream", "connector"), SINKS, ids=SINK_IDS)
 def test_records_it_cannot_write_go_to_its_own_dead_letter_topic(
         profile: str, stream: str, connector: ConnectorFile) -> None:
     cfg = connector.config
@@ -168,13 +184,31 @@ def test_records_it_cannot_write_go_to_its_own_dead_letter_topic(
     assert cfg["errors.deadletterqueue.topic.replication.factor"] == expected_rf
 
 
-@pytest.mark.parametrize(("profile", "stream", "connector"), CONNECTORS, ids=IDS)
+def test_the_cdc_source_is_exactly_once_and_fails_rather_than_drops() -> None:
+    cfg = _profile("local")["fulfilment-cdc"].config
+    # KIP-618: records and source offsets in one transaction (the workers enable it).
+    assert cfg["exactly.once.support"] == "required"
+    assert cfg["transaction.boundary"] == "poll"
+    # A source has no dead-letter topic: tolerating errors would skip changes silently. A
+    # failed task is restarted by the healer instead, from its last committed position.
+    assert cfg.get("errors.tolerance", "none") == "none"
+    assert cfg["plugin.name"] == "pgoutput"
+    assert int(cfg["heartbeat.interval.ms"]) <= 60_000 and cfg["heartbeat.action.query"]
+    # The sinks take exactly the captured tables' topics, and only those.
+    captured = re.fullmatch(r"fulfilment\\\.\((.*)\|cdc_heartbeat\)", cfg["table.include.list"])
+    assert captured is not None, cfg["table.include.list"]
+    for sink in ("fulfilment-state", "fulfilment-changes"):
+        assert _profile("local")[sink].config["topics.regex"] == \
+            f"fulfilment\\.fulfilment\\.({captured.group(1)})"
+
+
+@pytest.mark.parametrize(("profile", "stream", "connector"), SINKS, ids=SINK_IDS)
 def test_reads_only_committed_records(profile: str, stream: str, connector: ConnectorFile) -> None:
     # The bridges write in transactions; an aborted batch must never land.
     assert connector.config["consumer.override.isolation.level"] == "read_committed"
 
 
-@pytest.mark.parametrize(("profile", "stream", "connector"), CONNECTORS, ids=IDS)
+@pytest.mark.parametrize(("profile", "stream", "connector"), SINKS, ids=SINK_IDS)
 def test_a_regex_subscription_sees_a_new_topic_within_seconds(
         profile: str, stream: str, connector: ConnectorFile) -> None:
     # The RabbitMQ bridge creates a topic on a new event type's first event, after the sink
