@@ -16,6 +16,7 @@ BENCHMARKS = {
     "rabbitmq": "bench.rabbitmq.bench_bridge",
     "snowplow": "bench.snowplow.bench_collector",
     "connect": "bench.connect.bench_sink",
+    "cdc": "bench.cdc.bench_cdc",
     "sla": "bench.sla.bench_exporter",
     "reconcile": "bench.reconcile.bench_reconcile",
 }

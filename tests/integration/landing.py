@@ -48,7 +48,18 @@ def for_test(file: str, run: Run, **changes: str) -> ConnectorFile:
     elif c.name == "warehouse-snowplow-bad-rows":
         cfg["topics"] = f"{p}.snowplow.bad"
         cfg["collection.name.format"] = f"{p}_{cfg['collection.name.format']}"
-    cfg["errors.deadletterqueue.topic.name"] = run.dlq(c.name)
+    elif c.name == "fulfilment-cdc":
+        # Its own topics (t<token>.fulfilment.<table>), slot and publication.
+        cfg["topic.prefix"] = p
+        cfg["slot.name"] = f"conveyor_{p}"
+        cfg["publication.name"] = f"conveyor_{p}"
+    elif c.name in ("warehouse-fulfilment-state", "warehouse-fulfilment-changes"):
+        cfg["topics.regex"] = cfg["topics.regex"].replace(
+            r"fulfilment\.fulfilment\.", rf"{p}\.fulfilment\.", 1)
+        cfg["transforms.route.regex"] = rf"{p}\.fulfilment\.(.*)"
+        cfg["transforms.route.replacement"] = f"{p}_{cfg['transforms.route.replacement']}"
+    if "errors.deadletterqueue.topic.name" in cfg:  # sinks only: a source has none
+        cfg["errors.deadletterqueue.topic.name"] = run.dlq(c.name)
     cfg.update(changes)
     return ConnectorFile(name, cfg, c.path, c.notes)
 

@@ -17,8 +17,10 @@ TRANSFORMS = [
     "io.conveyor.transforms.MaskFields$Key",
     "io.conveyor.transforms.MaskFields$Value",
     "io.conveyor.transforms.SnowplowEventToRow$Value",
+    "io.conveyor.transforms.InsertLandedAt$Value",
 ]
 JDBC_SINK = "io.debezium.connector.jdbc.JdbcSinkConnector"
+CDC_SOURCE = "io.debezium.connector.postgresql.PostgresConnector"
 AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 
 
@@ -78,7 +80,7 @@ def test_connect_lists_our_plugins(stack: Stack) -> None:
                      params={"connectorsOnly": "false"}, timeout=30)
     resp.raise_for_status()
     versions = {p["class"]: p.get("version") for p in resp.json()}
-    missing = {JDBC_SINK, AVRO_CONVERTER, *TRANSFORMS} - versions.keys()
+    missing = {JDBC_SINK, CDC_SOURCE, AVRO_CONVERTER, *TRANSFORMS} - versions.keys()
     assert not missing, f"Connect does not list {sorted(missing)}"
     # Connect reports a plugin's version only when it implements Versioned ("undefined" else).
     unversioned = {t: versions[t] for t in TRANSFORMS if versions[t] in (None, "", "undefined")}
