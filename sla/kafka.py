@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 STAMP_CACHE_SIZE = 10_000
 # Bounds the committed-offset readers: one consumer (a few threads) per sink group.
 GROUP_READERS = 64
+# A request with less time than this left in the scrape's budget is not sent.
+MIN_REQUEST_S = 0.05
 # ListOffsets' special timestamps: the log start offset and the end (the last stable offset
 # for a read_committed client).
 EARLIEST, LATEST = -2, -1
@@ -136,6 +138,8 @@ class KafkaReader:
                       "isolation.level": "read_committed"}  # what a sink would read
         self._timeout = request_timeout
         self._read_timeout = read_timeout
+        self._budget_s: float | None = None
+        self._deadline: float | None = None
         self._consumer = Consumer({
             **self._conf,
             "group.id": "conveyor-sla-probe",     # required; it never subscribes or commits
@@ -165,9 +169,34 @@ class KafkaReader:
         self._groups.move_to_end(group)
         return c
 
+    def budget(self, seconds: float) -> None:
+        """Bound all that is asked of Kafka from now on to ``seconds`` in total. A scrape must
+        answer within Prometheus' scrape timeout, and a broker that is starting up answers
+        some requests and times out on others: one 3 s timeout after another (metadata, a
+        group's offsets, the log bounds, the records) added up past it. Once the budget is
+        spent a request is not sent; Kafka is reported down for this scrape."""
+        self._budget_s = seconds
+        self._deadline = time.monotonic() + seconds
+
+    def time_left(self, at_most: float) -> float:
+        """``at_most``, or less when the budget has less left (never below MIN_REQUEST_S)."""
+        if self._deadline is None:
+            return at_most
+        return max(MIN_REQUEST_S, min(at_most, self._deadline - time.monotonic()))
+
+    def request_timeout(self, what: str) -> float:
+        """The timeout for the next request: the usual one, or what is left of the budget."""
+        if self._deadline is None:
+            return self._timeout
+        left = self._deadline - time.monotonic()
+        if left <= MIN_REQUEST_S:
+            raise KafkaUnreachable(f"{what}: not asked, the scrape's {self._budget_s:g} s "
+                                   "for Kafka are spent")
+        return min(self._timeout, left)
+
     def topics(self) -> dict[str, list[int]]:
         try:
-            md = self._consumer.list_topics(timeout=self._timeout)
+            md = self._consumer.list_topics(timeout=self.request_timeout("Kafka metadata"))
         except Exception as exc:
             raise kafka_failure("Kafka metadata", exc) from exc
         return {name: sorted(t.partitions) for name, t in md.topics.items()
@@ -179,7 +208,8 @@ class KafkaReader:
             return {}
         try:
             result = self._group_reader(group).committed(
-                [TopicPartition(tp.topic, tp.partition) for tp in parts], timeout=self._timeout)
+                [TopicPartition(tp.topic, tp.partition) for tp in parts],
+                timeout=self.request_timeout(f"committed offsets of {group}"))
         except Exception as exc:
             raise kafka_failure(f"committed offsets of {group}", exc) from exc
         return {(tp.topic, tp.partition): tp.offset
@@ -194,7 +224,7 @@ class KafkaReader:
             try:
                 result = self._consumer.offsets_for_times(
                     [TopicPartition(tp.topic, tp.partition, spec) for tp in parts],
-                    timeout=self._timeout)
+                    timeout=self.request_timeout("log offsets"))
             except Exception as exc:
                 raise kafka_failure("log offsets", exc) from exc
             for tp in result:
@@ -237,6 +267,8 @@ class KafkaReader:
         self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in todo.items()])
         paused: list[TopicPartition] = []
         deadline = time.monotonic() + self._read_timeout
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
         try:
             while todo and time.monotonic() < deadline:
                 for msg in self._consumer.consume(num_messages=500, timeout=0.2):

@@ -26,13 +26,18 @@ class ConnectKafkaSide:
     def __init__(self, settings: SlaSettings, secrets: SlaSecrets) -> None:
         assert settings.connect.url is not None
         url, cs = settings.connect.url, settings.connect
-        self._sinks = Cached(lambda: list_sinks(url, cs.connectors, cs.timeout_seconds),
-                             settings.metadata_ttl_seconds)
         self.reader = KafkaReader(secrets.kafka_client_config(settings),
                                   settings.record_read_timeout_seconds)
+        self._sinks = Cached(
+            lambda: list_sinks(url, cs.connectors, self.reader.time_left(cs.timeout_seconds)),
+            settings.metadata_ttl_seconds)
         self._topics = Cached(self.reader.topics, settings.metadata_ttl_seconds)
+        self._budget_s = settings.kafka_budget_seconds
 
     def sinks(self) -> list[Sink]:
+        # Connect's listing, then the offsets, bounds, records and dead-letter totals: one
+        # scrape's budget for all of them.
+        self.reader.budget(self._budget_s)
         result: list[Sink] = self._sinks.get()
         return result
 

@@ -182,6 +182,10 @@ class SlaSettings(FileSettings):
     metadata_ttl_seconds: float = Field(default=30.0, ge=0)
     # How long one scrape waits for the records at committed offsets.
     record_read_timeout_seconds: float = Field(default=5.0, gt=0)
+    # All that one scrape asks of Connect and Kafka (the sink listing, offsets, log bounds,
+    # records, dead-letter totals), in total: with PostgreSQL's it must fit in Prometheus'
+    # scrape timeout (8 s in monitoring/prometheus.yml). Spent: Kafka is reported down.
+    kafka_budget_seconds: float = Field(default=5.0, gt=0)
 
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_SLA__", env_nested_delimiter="__",
                                       extra="forbid", frozen=True)
