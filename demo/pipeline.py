@@ -4,8 +4,10 @@
 2. Publish a realistic mix through RabbitMQ (orders, robot telemetry, and some messages the
    bridge must dead-letter) and send Snowplow events with the real tracker (page views,
    structured events, self-describing orders with a device context, and orders the schema
-   rejects).
-3. Wait until every good event is a row and every bad one is counted where it belongs,
+   rejects), and write a few seconds of the fulfilment centre's changes (robots, conveyor
+   segments, totes, picks) to its database, which Debezium's source streams.
+3. Wait until every good event is a row, the fulfilment centre's state tables equal its
+   database table by table, and every bad one is counted where it belongs,
    then report rows per table, delivery latency (landed_at - accepted_at) p50/p99, and the
    bad-row counts, each checked against what was sent.
 
@@ -25,6 +27,7 @@ import httpx
 import pika
 import psycopg
 import requests
+from psycopg import sql
 from snowplow_tracker import (
     Emitter,
     PageView,
@@ -40,6 +43,9 @@ from connectors.rest import ConnectClient
 from devstack.committed import consume_committed
 from devstack.stack import Stack, wait_until
 from devstack.topology import declare_topology
+from fulfilment.compare import by_key, differences, select
+from fulfilment.load import TABLES, FulfilmentLoad, Tally
+from fulfilment.load import run as run_load
 
 ORDERS, ROBOT_READINGS, RMQ_POISON = 300, 200, 6
 PAGE_VIEWS, STRUCT_EVENTS, SP_ORDERS, SP_REJECTED = 120, 60, 40, 5
@@ -51,6 +57,8 @@ RMQ_DLQ = "conveyor.dlq.rabbitmq.events"
 SP_ORDER = "iglu:com.conveyor.grocer/order_placed/jsonschema/1-0-0"
 SP_DEVICE = "iglu:com.conveyor.grocer/device/jsonschema/1-0-0"
 LANDING_TIMEOUT_S = 300.0
+# The fulfilment centre's load: transactions per second, for this long.
+FULFILMENT_RATE, FULFILMENT_SECONDS = 40, 5.0
 
 
 @dataclass
@@ -181,6 +189,45 @@ def _dead_lettered(stack: Stack, ids: set[str]) -> dict[str, str]:
     return found
 
 
+def write_fulfilment(stack: Stack, tag: str) -> Tally:
+    """A few seconds of the fulfilment centre's writes, every key tagged with ``tag``, once
+    the source connector holds its slot: from then on every commit is streamed as a change
+    (before it, a commit would only be part of the initial snapshot)."""
+    (cdc,) = [c for c in load_profile("local") if c.name == "fulfilment-cdc"]
+    with psycopg.connect(stack.fulfilment_dsn) as conn:
+        def streaming() -> bool:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                               (cdc.config["slot.name"],)).fetchone()
+            conn.rollback()
+            return bool(row and row[0])
+
+        wait_until(streaming, 120, "the CDC source to hold its replication slot", pause=0.5)
+        load = FulfilmentLoad(conn, tag)
+        load.setup()
+        return run_load(load, FULFILMENT_RATE, FULFILMENT_SECONDS)
+
+
+def _fulfilment_differences(source: psycopg.Connection, warehouse: psycopg.Connection,
+                            tag: str) -> list[str]:
+    out: list[str] = []
+    for table in TABLES:
+        src = by_key(select(source, table, tag, sql.Identifier("fulfilment", table)), table)
+        landed = by_key(select(warehouse, table, tag,
+                               sql.Identifier("public", f"fulfilment_{table}")), table)
+        out += differences(src, landed, table)
+    return out
+
+
+def _fulfilment_delays(warehouse: psycopg.Connection, tag: str) -> list[float]:
+    """Commit (occurred_at) to row (landed_at), in seconds, of the tag's changes."""
+    delays: list[float] = []
+    for table in TABLES:
+        for row in select(warehouse, table, tag,
+                          sql.Identifier("public", f"fulfilment_{table}_changes")):
+            delays.append((row["landed_at"] - row["occurred_at"]).total_seconds())
+    return delays
+
+
 def _p50_p99(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return (values[0], values[0]) if values else (0.0, 0.0)
@@ -202,24 +249,37 @@ def run(stack: Stack, say: Callable[[str], None] = print) -> list[tuple[str, boo
     say(f"   Snowplow tracker: {PAGE_VIEWS} page views, {STRUCT_EVENTS} structured events, "
         f"{SP_ORDERS} orders with a device context, {SP_REJECTED} orders the schema rejects, "
         "1 malformed request")
+    tag = f"DEMO{token}".upper()
+    try:
+        tally = write_fulfilment(stack, tag)
+    except TimeoutError as exc:
+        say(f"   fulfilment centre: nothing written: {exc}")
+        tally = Tally()
+    say(f"   fulfilment centre: {tally.total} changes committed in {FULFILMENT_SECONDS:.0f}s "
+        f"(robots, conveyor segments, totes, picks; tag {tag})")
 
     say("== Waiting for every event to land")
     landed: dict[str, list[tuple]] = {}
     snowplow_ids = set().union(*(ids for t, ids in expected.rows.items()
                                  if t.startswith("snowplow_")))
-    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
+    differ: list[str] = []
+    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn, \
+            psycopg.connect(stack.fulfilment_dsn, autocommit=True) as source:
         def all_landed() -> bool:
             for table, ids in expected.rows.items():
                 landed[table] = _rows(conn, table, ids)
+            differ[:] = _fulfilment_differences(source, conn, tag)
             return (all(len(landed[t]) >= len(ids) for t, ids in expected.rows.items())
                     and _snowplow_bad_rows(conn, started) >= expected.snowplow_bad
-                    and _atomic_events(conn, snowplow_ids) >= len(snowplow_ids))
+                    and _atomic_events(conn, snowplow_ids) >= len(snowplow_ids)
+                    and not differ)
         try:
             wait_until(all_landed, LANDING_TIMEOUT_S, "every event to land", pause=1.0)
         except TimeoutError as exc:
             say(f"   {exc}")
         bad_rows = _snowplow_bad_rows(conn, started)
         atomic = _atomic_events(conn, snowplow_ids)
+        delays = _fulfilment_delays(conn, tag)
     took = (datetime.now(UTC) - started).total_seconds()
     say(f"   done in {took:.0f}s")
 
@@ -241,4 +301,9 @@ def run(stack: Stack, say: Callable[[str], None] = print) -> list[tuple[str, boo
                     f"{atomic}/{len(snowplow_ids)} Snowplow events in Snowplow's own layout"))
     results.append(("snowplow_bad_rows", bad_rows == expected.snowplow_bad,
                     f"{bad_rows}/{expected.snowplow_bad} bad rows"))
+    p50, p99 = _p50_p99(delays)
+    results.append(("fulfilment_*", tally.total > 0 and not differ and len(delays) == tally.total,
+                    f"{len(delays)}/{tally.total} changes in the change tables, state tables "
+                    + ("equal to the source's" if not differ else f"differ ({differ[0]})")
+                    + f"; commit to row p50 {p50:.2f}s p99 {p99:.2f}s"))
     return results
