@@ -41,6 +41,11 @@ WEIGHTS = {
 ORDER_SPAN = 10_000_000
 
 
+def order_base(tag: str) -> int:
+    """The first order id of a tag's range (the same for the same tag, in every process)."""
+    return (int(uuid.uuid5(uuid.NAMESPACE_URL, tag)) % 90_000) * ORDER_SPAN
+
+
 @dataclass
 class Tally:
     """Changes committed, per table and operation (c, u, d), and the keys they touched."""
@@ -75,7 +80,7 @@ class FulfilmentLoad:
         self.conn = conn
         self.tag = tag
         self.rng = random.Random(seed)
-        self.order_base = (int(uuid.uuid5(uuid.NAMESPACE_URL, tag)) % 90_000) * ORDER_SPAN
+        self.order_base = order_base(tag)
         self._next_order = self.order_base
         self.robots = [f"{tag}-AMR-{i:04d}" for i in range(robots)]
         self.segments = [f"{tag}-{chr(65 + i // 6)}-{i % 6:02d}" for i in range(segments)]

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.integration.cdc.harness import history_faults
+from fulfilment.compare import history_faults
 
 
 def _row(robot: str, op: str, version: int) -> dict[str, Any]:
