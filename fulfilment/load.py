@@ -91,9 +91,15 @@ class FulfilmentLoad:
     # -- one transaction each -------------------------------------------------------------
 
     def setup(self) -> Tally:
-        """The floor: robots and segments, inserted once (a second call changes nothing)."""
+        """The floor: robots and segments, inserted once (a second call changes nothing);
+        order ids go on after the tag's last one, so a tag can be loaded again."""
         done = Tally()
         with self.conn.transaction():
+            row = self.conn.execute(
+                "SELECT max(order_id) FROM fulfilment.picks WHERE order_id >= %s AND order_id < %s",
+                (self.order_base, self.order_base + ORDER_SPAN)).fetchone()
+            if row and row[0] is not None:
+                self._next_order = int(row[0]) + 1
             for robot in self.robots:
                 cur = self.conn.execute(
                     "INSERT INTO fulfilment.robots (robot_id, model, zone, state, battery_pct,"
@@ -144,7 +150,8 @@ class FulfilmentLoad:
         self._count(done, "conveyor_segments", "u", (segment,), cur.rowcount)
 
     def _tote_new(self, done: Tally) -> None:
-        tote = uuid.UUID(int=self.rng.getrandbits(128), version=4)
+        # Random, not drawn from the seeded rng: two runs with one seed must not collide.
+        tote = uuid.uuid4()
         cur = self.conn.execute(
             "INSERT INTO fulfilment.totes (tote_id, barcode, segment_id, status)"
             " VALUES (%s, %s, %s, 'empty')",
