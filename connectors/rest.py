@@ -13,6 +13,12 @@ from typing import Any
 import httpx
 
 DEFAULT_TIMEOUT_S = 30.0
+# 409 Conflict is Connect saying "not now": a rebalance is in progress, or this worker's view
+# of the configs is stale after a concurrent change. Both pass within seconds; every request
+# we send is safe to repeat (PUT and DELETE are idempotent, a restart twice is a restart).
+CONFLICT_RETRIES = 8
+CONFLICT_BACKOFF_S = 0.5
+CONFLICT_BACKOFF_MAX_S = 5.0
 
 
 class ConnectError(Exception):
@@ -52,19 +58,27 @@ class ConnectorState:
 
 class ConnectClient:
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 sleep: Any = time.sleep) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._sleep = sleep
 
     def close(self) -> None:
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ConnectUnreachable(f"{method} {self.url}{path}: {exc or type(exc).__name__}"
-                                     ) from exc
+        pause = CONFLICT_BACKOFF_S
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                resp = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise ConnectUnreachable(
+                    f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
+            if resp.status_code != 409 or attempt == CONFLICT_RETRIES:
+                break
+            self._sleep(pause)
+            pause = min(pause * 2, CONFLICT_BACKOFF_MAX_S)
         if resp.status_code >= 400:
             try:
                 message = resp.json().get("message", resp.text)
