@@ -1,4 +1,4 @@
-"""Smoke test of the local lake: the REST catalog (docker/iceberg-rest) and S3Proxy (docker/s3proxy).
+"""Smoke test of the local lake: the REST catalog (docker/iceberg-rest) and S3Proxy.
 
     python smoke.py write   # create namespace smoke and table smoke.rows if missing, append 3 rows
     python smoke.py read    # read the rows back; check each data file is an object in the bucket
