@@ -24,6 +24,9 @@ add CONVEYOR_POSTGRES_PASSWORD "$(rand)"
 add CONVEYOR_MASK_KEY "$(rand)"
 # Enrich's pii enrichment: the HMAC key of its pseudonymised fields.
 add CONVEYOR_SNOWPLOW_PII_KEY "$(rand)"
+# The s3 compose profile's S3-compatible store (S3Proxy) and the Iceberg sink's key pair for it.
+add CONVEYOR_S3_ACCESS_KEY_ID conveyor
+add CONVEYOR_S3_SECRET_ACCESS_KEY "$(rand)"
 if [ ${#added[@]} -gt 0 ]; then
   echo "engine: local stack credentials generated in .engine/secrets.env: ${added[*]}" >&2
 fi
