@@ -33,7 +33,17 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
 fi
 # Local socket only, trust auth: nothing outside the container can connect meanwhile.
-runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+# The server's own options apply here too: a cluster with a logical replication slot refuses
+# to start below wal_level=logical ("slot ... exists, but wal_level < logical").
+# Its log is shown only when it fails (pg_ctl itself just says "could not start server").
+initlog=$(mktemp)
+chown postgres "$initlog"
+if ! runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses='' $POSTGRES_SERVER_OPTIONS" \
+    -l "$initlog" -w start >/dev/null; then
+  cat "$initlog" >&2
+  exit 1
+fi
+rm -f "$initlog"
 for db in $POSTGRES_DATABASES; do
   runuser -u postgres -- psql -q -U "$POSTGRES_USER" -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \

@@ -92,11 +92,13 @@ def deploy_pipeline(connect: ConnectClient, run: Run, source_conn: psycopg.Conne
     finally:
         for name in reversed(deployed):
             connect.delete(name)
+        # The test may have replaced the connection (after restarting the server).
+        conn = pipeline.source_conn
         _drop_slot(pipeline)
-        source_conn.execute(f"DROP PUBLICATION IF EXISTS {source.config['publication.name']}")
+        conn.execute(f"DROP PUBLICATION IF EXISTS {source.config['publication.name']}")
         for table in ("picks", "totes", "robots", "conveyor_segments"):  # references first
             where, params = tag_filter(table, pipeline.tag)
-            source_conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+            conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
                 sql.Identifier("fulfilment", table), where), params)
 
 
