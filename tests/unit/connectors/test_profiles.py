@@ -375,6 +375,11 @@ def test_s3_catalog_warehouse_and_store_come_from_the_environment() -> None:
         assert cfg["iceberg.catalog.io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO"
         # MinIO and most S3-compatible stores only answer path-style requests.
         assert cfg["iceberg.catalog.s3.path-style-access"] == "true"
+        # OAuth2 and its token endpoint said, not inferred: Iceberg 1.12 warns that its
+        # fallback to the catalog's own endpoint will be removed.
+        assert cfg["iceberg.catalog.rest.auth.type"] == "oauth2"
+        assert cfg["iceberg.catalog.oauth2-server-uri"] == \
+            "${env:CONVEYOR_ICEBERG_CATALOG_URI}/v1/oauth/tokens"
         # Every iceberg.* key is one the sink documents (or a catalog pass-through).
         for key in cfg:
             if key.startswith("iceberg."):
