@@ -31,7 +31,7 @@ venv: $(VENV)/.installed ## Create .venv with the project and its development to
 
 .PHONY: images
 images: engine ## Build every image in docker/ (cached; fast when nothing changed)
-	$(COMPOSE) build
+	$(COMPOSE) --profile s3 build
 
 .PHONY: up
 up: venv images ## Start the whole stack, wait until every service is healthy, apply the local connectors
@@ -43,11 +43,11 @@ up: venv images ## Start the whole stack, wait until every service is healthy, a
 
 .PHONY: down
 down: engine ## Stop the stack; its data stays in named volumes
-	$(COMPOSE) down
+	$(COMPOSE) --profile s3 down
 
 .PHONY: clean-stack
 clean-stack: engine ## Stop the stack and delete its volumes (all local Kafka and warehouse data)
-	$(COMPOSE) down -v
+	$(COMPOSE) --profile s3 down -v
 
 .PHONY: logs
 logs: engine ## Follow the logs of every service (SERVICE=name for one)
