@@ -37,7 +37,7 @@ S3_PROFILE = ROOT / "connectors" / "configs" / "s3"
 CATALOG_URL = "http://127.0.0.1:8181"
 S3_URL = "http://127.0.0.1:9000"
 COMMIT_INTERVAL_MS = "10000"   # the profile's 2 minutes, shortened for the test
-BATCHES, BATCH_SIZE, PAUSE_S = 40, 25, 0.5
+BATCHES, BATCH_SIZE, PAUSE_S = 120, 10, 0.5   # a minute: past the first commits
 TAKEOVER_S = 180
 
 
