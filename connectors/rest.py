@@ -7,6 +7,7 @@ the task trace), never as a bare HTTP status.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,7 @@ class ConnectorState:
 class ConnectClient:
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S,
                  transport: httpx.BaseTransport | None = None,
-                 sleep: Any = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self._sleep = sleep

@@ -93,8 +93,7 @@ def main(argv: list[str]) -> int:
     cdc = next(pipelines)
     try:
         poll(cdc.slot_state, lambda s: s is not None and s[0], 120, "the slot to be active")
-        load = cdc.load(seed=11)
-        load.conn = writer
+        load = cdc.load(writer, seed=11)
         load.setup()
 
         # 1. steady rate

@@ -47,8 +47,10 @@ class Pipeline:
     def changes_table(self, table: str) -> str:
         return f"{self.run.prefix}_fulfilment_{table}_changes"
 
-    def load(self, seed: int = 0) -> FulfilmentLoad:
-        return FulfilmentLoad(self.source_conn, self.tag, seed=seed)
+    def load(self, conn: psycopg.Connection[Any], seed: int = 0) -> FulfilmentLoad:
+        """A load generator of this test's tag, writing on ``conn`` (not autocommit: one
+        transaction per step)."""
+        return FulfilmentLoad(conn, self.tag, seed=seed)
 
     def source_rows(self, table: str) -> Rows:
         rows = select(self.source_conn, table, self.tag, sql.Identifier("fulfilment", table))

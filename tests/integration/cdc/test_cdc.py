@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from connectors.rest import ConnectClient
 from devstack.stack import Stack, compose
 from fulfilment.compare import history_faults
-from fulfilment.load import TABLES, FulfilmentLoad, Tally
+from fulfilment.load import TABLES, Tally, order_base
 from fulfilment.load import run as run_load
 from tests.integration.landing import Run
 from tests.integration.warehouse import Warehouse, poll
@@ -86,8 +86,7 @@ class Load:
 
     def __init__(self, stack: Stack, pipeline: Pipeline) -> None:
         self.conn = psycopg.connect(stack.fulfilment_dsn)
-        self.load = pipeline.load(seed=7)
-        self.load.conn = self.conn
+        self.load = pipeline.load(self.conn, seed=7)
         self.load.setup()
         self.stop = threading.Event()
         self.errors: list[Exception] = []
@@ -166,7 +165,7 @@ def test_an_interrupted_snapshot_repeats_rows_that_the_upsert_absorbs(
         connect: ConnectClient, warehouse: Warehouse) -> None:
     # Rows to snapshot, committed before the connector exists: order lines of this test.
     tag = run.prefix.upper()
-    base = FulfilmentLoad(source_conn, tag).order_base
+    base = order_base(tag)
     source_conn.execute(
         "INSERT INTO fulfilment.picks (order_id, line_no, sku, quantity, status)"
         " SELECT %s + g / 4, g %% 4 + 1, 'SKU-' || lpad((g %% 50000)::text, 6, '0'),"
